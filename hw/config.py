@@ -1,0 +1,137 @@
+"""One configuration of a generated accelerator, read by the hardware generators and by the software.
+
+``cdmqta generate`` writes it as ``config.json`` beside the Verilog, so a runtime can never drift from the
+hardware it drives. Every field is validated at construction; a bad value raises :class:`ConfigError` naming the
+field, the value and the allowed range.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["QTAConfig", "ConfigError", "DATAFLOWS", "PRECISIONS"]
+
+DATAFLOWS = ("ws", "os")
+PRECISIONS = ("int8", "int4")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value (the message names field, value and allowed range)."""
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+
+
+def _is_pow2(x):
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclass(frozen=True)
+class QTAConfig:
+    """A generated accelerator.
+
+    rows, cols       -- PE array shape (R x C); rectangular allowed, 1..128 each.
+    int4             -- build the INT4 mode: each 8-bit lane carries two signed INT4 values and a MAC computes
+                        a0*b0 + a1*b1 per cycle (twice the K throughput). INT8 is always built.
+    max_k            -- the largest reduction length K that the accumulator must hold without overflow
+                        (one accumulation chain, split-K included); used to derive ``acc_width``.
+    acc_width        -- accumulator width in bits; 0 means derive it from ``max_k`` (the smallest width that
+                        holds max_k products of -128*-128 plus sign), at least 32 so INT32 stores are exact.
+    dataflows        -- dataflows built into the array: any non-empty subset of ("ws", "os").
+    sp_rows          -- scratchpad depth in rows; a row holds max(rows, cols) 8-bit lanes.
+    sp_banks         -- scratchpad banks (power of two, divides sp_rows).
+    acc_rows         -- accumulator memory depth in rows; a row holds ``cols`` acc_width-bit lanes.
+    acc_banks        -- accumulator banks (power of two, divides acc_rows).
+    host_addr_width  -- address width of the host memory port (in units of host words).
+    """
+
+    rows: int = 8
+    cols: int = 8
+    int4: bool = True
+    max_k: int = 65536
+    acc_width: int = 0
+    dataflows: tuple = ("ws", "os")
+    sp_rows: int = 4096
+    sp_banks: int = 4
+    acc_rows: int = 1024
+    acc_banks: int = 2
+    host_addr_width: int = 24
+
+    def __post_init__(self):
+        _check_int("rows", self.rows, 1, 128)
+        _check_int("cols", self.cols, 1, 128)
+        if not isinstance(self.int4, bool):
+            raise ConfigError(f"int4={self.int4!r} must be true or false")
+        _check_int("max_k", self.max_k, 1, 1 << 24)
+        dataflows = tuple(self.dataflows) if not isinstance(self.dataflows, str) else (self.dataflows,)
+        if not dataflows or any(d not in DATAFLOWS for d in dataflows) or len(set(dataflows)) != len(dataflows):
+            raise ConfigError(f"dataflows={self.dataflows!r} must be a non-empty subset of {DATAFLOWS}")
+        object.__setattr__(self, "dataflows", tuple(d for d in DATAFLOWS if d in dataflows))
+        needed = self.required_acc_width(self.max_k)
+        if self.acc_width == 0:
+            object.__setattr__(self, "acc_width", max(32, needed))
+        else:
+            _check_int("acc_width", self.acc_width, max(32, needed), 40)
+        _check_int("sp_rows", self.sp_rows, 16, 1 << 16)
+        _check_int("acc_rows", self.acc_rows, 16, 1 << 16)
+        for name, banks, depth in (("sp_banks", self.sp_banks, self.sp_rows), ("acc_banks", self.acc_banks, self.acc_rows)):
+            _check_int(name, banks, 1, 64)
+            if not _is_pow2(banks) or depth % banks:
+                raise ConfigError(f"{name}={banks} must be a power of two that divides the depth ({depth})")
+        _check_int("host_addr_width", self.host_addr_width, 8, 32)
+
+    @staticmethod
+    def required_acc_width(max_k):
+        """Bits that hold the sum of ``max_k`` INT8 products (worst case (-128)*(-128) = 2**14) with a sign."""
+        return math.ceil(math.log2(max_k * (1 << 14) + 1)) + 1
+
+    @property
+    def lanes(self):
+        """8-bit lanes per scratchpad row: one row feeds either side of the array."""
+        return max(self.rows, self.cols)
+
+    @property
+    def macs(self):
+        return self.rows * self.cols
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["dataflows"] = list(self.dataflows)
+        return d
+
+    def to_json(self, path=None):
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "dataflows" in d:
+            d["dataflows"] = tuple(d["dataflows"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path_or_text):
+        text = path_or_text
+        if not str(path_or_text).lstrip().startswith("{"):
+            with open(path_or_text) as f:
+                text = f.read()
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config JSON is malformed: {exc}") from None
+        if not isinstance(d, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(d)

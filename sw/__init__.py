@@ -1,0 +1,1 @@
+"""Software of cdm-qta (installed as ``cdmqta.sw``): quantized LoRA golden model, tiler, runtime, models."""
