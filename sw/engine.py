@@ -11,6 +11,11 @@ Contract (all integer, exact):
   keeps K small enough that it cannot overflow, see ``QTAConfig.max_k``).
 - ``requant(name, acc, mult, shift, bits, rounding, seed)``: returns ``cdmqta.sw.requant.requantize(...)`` of the
   int32 tensor ``acc`` (origin (0, 0), not transposed), as int8.
+
+Capture: with ``engine.capture = True`` every call also appends its integer tensors to ``engine.tensors`` (one
+dict per entry of ``engine.log``: gemm -> {"a", "b", "out"}, requant -> {"acc", "out"}), so that a step run on one
+backend can be compared with, or replayed on, another (see ``cdmqta.sw.lora.StepCapture``). Subclasses only
+implement ``_gemm`` and ``_requant``; logging and capture live in the base class.
 """
 
 import torch
@@ -41,8 +46,10 @@ def check_operand(name, x, precision):
     if x.dtype.is_floating_point:
         raise ValueError(f"{name}: operand must be an integer tensor, got {x.dtype}")
     lo, hi = _RANGES[precision]
-    if x.numel() and (int(x.min()) < lo or int(x.max()) > hi):
-        raise ValueError(f"{name}: operand values [{int(x.min())}, {int(x.max())}] exceed {precision} [{lo}, {hi}]")
+    if x.numel():
+        xmin, xmax = (int(v) for v in torch.aminmax(x))
+        if xmin < lo or xmax > hi:
+            raise ValueError(f"{name}: operand values [{xmin}, {xmax}] exceed {precision} [{lo}, {hi}]")
 
 
 class Engine:
@@ -50,6 +57,13 @@ class Engine:
 
     def __init__(self):
         self.log = []
+        self.capture = False
+        self.tensors = []
+
+    def reset(self):
+        """Forget the log and the captured tensors."""
+        self.log = []
+        self.tensors = []
 
     def gemm(self, name, a, b, precision="int8"):
         if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
@@ -61,12 +75,17 @@ class Engine:
         self.log.append(GemmRecord("gemm", name, m, n, k, precision))
         out = self._gemm(name, a, b, precision)
         assert out.dtype == torch.int32 and tuple(out.shape) == (m, n), (name, out.dtype, out.shape)
+        if getattr(self, "capture", False):
+            self.__dict__.setdefault("tensors", []).append({"a": a.detach().clone(), "b": b.detach().clone(), "out": out.clone()})
         return out
 
     def requant(self, name, acc, mult, shift, bits=8, rounding="nearest", seed=0):
         params = dict(mult=int(mult), shift=int(shift), bits=int(bits), rounding=rounding, seed=int(seed))
         self.log.append(GemmRecord("requant", name, acc.shape[0], acc.shape[1], 0, None, params))
-        return self._requant(name, acc, **params)
+        out = self._requant(name, acc, **params)
+        if getattr(self, "capture", False):
+            self.__dict__.setdefault("tensors", []).append({"acc": acc.detach().clone(), "out": out.clone()})
+        return out
 
     def _gemm(self, name, a, b, precision):
         raise NotImplementedError
@@ -76,10 +95,20 @@ class Engine:
 
 
 class TorchEngine(Engine):
-    """Exact integer execution in PyTorch (float64 products are exact: |C| < 2**53 for any K < 2**38)."""
+    """Exact integer execution in PyTorch through float matmuls of integer-valued tensors.
+
+    Every partial sum of K products of 8-bit integers is an integer of magnitude <= K * 2**14, so float32 (24-bit
+    mantissa) is exact whatever the summation order while K <= 2**10, float64 while K <= 2**38. The int32
+    result range is checked by the caller (K * 2**14 < 2**31).
+    """
+
+    FLOAT32_MAX_K = 1 << 10
 
     def _gemm(self, name, a, b, precision):
-        return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int64).to(torch.int32)
+        # float32 only at full precision ("medium"/"high" may use bf16/TF32 kernels).
+        fast = a.shape[1] <= self.FLOAT32_MAX_K and torch.get_float32_matmul_precision() == "highest"
+        dtype = torch.float32 if fast else torch.float64
+        return (a.to(dtype) @ b.to(dtype)).to(torch.int32)
 
     def _requant(self, name, acc, mult, shift, bits, rounding, seed):
         return requantize(acc, mult, shift, bits=bits, rounding=rounding, seed=seed)

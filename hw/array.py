@@ -1,0 +1,205 @@
+"""R x C systolic array of INT8/INT4 MACs with run-time weight-stationary (WS) / output-stationary (OS) dataflow.
+
+This docstring is the CONTRACT between the array and the controller that drives it (``cdmqta.hw.controller``)
+and the Python reference of the protocol (:mod:`cdmqta.hw.array_schedule`, which produces exactly the beat
+streams described here and predicts every output row; read it next to this text).
+
+Structure
+---------
+PE(i, j), i = 0..R-1 (row, top to bottom), j = 0..C-1 (column, left to right); see :mod:`cdmqta.hw.pe`.
+A operands enter at the west (lane i -> row i) and move right; B operands, the preload/drain chain ``d`` and
+the control bits enter at the north (lane j -> column j) and move down; all of them are registered between PEs,
+so the control of a beat reaches every PE together with that beat's data (Gemmini ``PEControl`` style). Each PE
+has two stationary registers ``c[0]``, ``c[1]`` (acc_width bits): the beat's ``sel`` bit names the one IN USE
+(WS weight / OS accumulator), the other one, ``c[!sel]``, is the SHADOW that the vertical shift chain loads
+(WS weights of the next tile) and drains (OS results of the previous tile) at the same time.
+
+Beat (one per cycle, presented on the input ports and sampled at the clock edge; a cycle with ``compute=0`` and
+``shift=0`` is a bubble and everything else in it is ignored)
+------------------------------------------------------------------------------------------------------------
+``a[i]``      signed 8 bit, i < R   west lanes: WS: A[t, i] (row t of the streamed A tile), OS: A[r, t] (see below)
+``b[j]``      signed 8 bit, j < C   north operand: OS: B[t, j]; ignored in WS
+``d[j]``      signed 8 bit, j < C   shift-chain input at the top of column j (WS weights of a later tile)
+``compute``   1: the beat multiplies (``a`` valid; ``b`` valid in OS)
+``shift``     1: every column's shadow chain shifts down by one: c[!sel] of row 0 <- d[j], of row i <- row i-1,
+              and the old c[!sel] of row R-1 leaves at the south as a ``drain`` row
+``dataflow``  isa.Dataflow: 0 = WS, 1 = OS (of the compute part of this beat)
+``precision`` isa.Precision: 0 = INT8, 1 = INT4 (each 8-bit lane packs two signed INT4: low nibble = even k,
+              high nibble = odd k; a MAC then adds lo*lo + hi*hi, so one beat covers two K elements)
+``sel``       buffer select of the tile this beat belongs to; it flips from one tile to the next
+``first``     OS only: the first K step of a tile (accumulator := product instead of += product)
+
+Outputs (south, de-skewed: all C lanes of one row appear in the same cycle)
+--------------------------------------------------------------------------
+``ws_valid`` / ``ws_row[j]`` (signed acc_width): the result row of a WS compute beat presented at cycle t
+    appears at cycle t + LATENCY:  ws_row[j] = sum_i a[i] * W[i, j]  (WS weight W in c[sel]).
+``drain_valid`` / ``drain_row[j]``: for EVERY shift beat presented at cycle t, at t + LATENCY, the old c[!sel]
+    of PE(R-1, j). Which drain rows are results (and of which tile/row) is the scheduler's knowledge.
+``busy``: a beat is still in flight (1 from the cycle after a beat enters until its outputs have appeared).
+``cycles``: 32-bit free-running count of busy cycles (performance counter; wraps).
+LATENCY = R + C + 1 (``Array.latency``): 1 input register + skew (i + j) + multiplier register + accumulate
+register + de-skew (C - 1 - j) (+1 on the drain path to equalize the two ports).
+Both ports can be valid in the same cycle (a WS tile streaming while the OS tile before it drains): a controller
+that can write only one result row per cycle must not overlap them (keep drain shifts out of WS compute beats).
+
+Dataflow WS (tile: W = B[k x n] stationary, k <= R (k <= 2R INT4, packed along K), n <= C; A[m x k] streamed)
+-----------------------------------------------------------------------------------------------------------
+* Preload: k shift beats whose ``d`` carries weight rows in REVERSE order: the j-th of them (j = 0..k-1) carries
+  d = W_lane[k-1-j, 0..n-1] (zeros or anything in lanes >= n). After them, W_lane row r is in PE row r (r < k);
+  rows >= k hold stale values, which is harmless because ``a`` lanes >= k must be 0 (see hazards).
+  These shifts carry the ``sel`` of the tile BEFORE (they fill its shadow) and MUST be the last k shift beats
+  before the tile's first compute beat. They may share beats with that earlier tile's compute beats (any
+  dataflow), so tile i+1's weights load while tile i streams. The first compute beat may be the very next beat.
+  INT4: W_lane[r, j] = pack(B[2r, j], B[2r+1, j]) (isa.py packing), k_lanes = ceil(k / 2) shifts.
+* Compute: m beats, beat t: a[i] = A[t, i] (INT4: pack(A[t, 2i], A[t, 2i+1])), i < k_lanes, a[i] = 0 for
+  i >= k_lanes; compute=1, dataflow=WS, sel = the tile's buffer. Output: ws_row = A[t, :] . W = C[t, 0..C-1]
+  (use lanes < n), at beat cycle + LATENCY, in beat order. m is unbounded (streamed); m < R costs m beats.
+
+Dataflow OS (tile: C[m x n] stationary, m <= R, n <= C; K streamed, any length up to the accumulator range)
+---------------------------------------------------------------------------------------------------------
+* Compute: one beat per K step t (INT4: per pair of K elements, ceil(k / 2) beats): b[j] = B[t, j] (j < n, else
+  0), a lanes BOTTOM-ALIGNED: a[R - m + r] = A[r, t] for r < m, other lanes 0 (so that m drain shifts suffice);
+  compute=1, dataflow=OS, first=1 on the first beat of the tile only; sel = the tile's buffer.
+  C[r, j] accumulates in c[sel] of PE(R - m + r, j).
+* Drain: m shift beats with ``sel`` FLIPPED (normally beats of the next tile, of any dataflow, or shift-only
+  beats): the u-th of them (u = 0..m-1) yields drain_row = C[m-1-u, 0..C-1] (bottom row first) at + LATENCY.
+  With top-aligned a lanes instead (a[r] = A[r, t]) R drain shifts are needed and the u-th yields row R-1-u.
+
+Overlap and switching (no drain between tiles, no dataflow barrier)
+------------------------------------------------------------------
+The shift beats that follow tile i's compute (and carry the flipped sel, i.e. belong to tile i+1's window)
+do two jobs at once: their first m_i drain tile i if it was OS, their last k_{i+2} preload tile i+2 if it is WS.
+Per tile window q = max(m_i [OS], k_{i+2} [WS]) shifts are needed; they ride on the compute beats of tile i+1
+(except its first beat if tile i was OS, H2); extra shift-only beats (compute=0, sel of tile i+1) are appended
+after tile i+1's compute beats when tile i+1 is shorter. A sequence of tiles costs
+sum_i max(beats_i, shifts needed in its window [+1 if the previous tile was OS]) + LATENCY (+ the first tile's
+preload if it is WS) cycles; dataflow and precision may change on any beat (they travel with it).
+
+Hazard rules (the controller must obey; array_schedule obeys and checks them)
+--------------------------------------------------------------------------
+H1  WS: a tile's weights = the last k_lanes shift beats before its first compute beat, and those shifts carry
+    the previous tile's ``sel``; a lanes >= k_lanes are 0 in its compute beats.
+H2  A shift beat must not immediately follow an OS compute beat of the other ``sel`` (the last product is still
+    being accumulated into the register that the shift would read): after an OS tile, the next tile's first
+    beat may compute but not shift. (A shift right after an OS compute beat of the same sel is fine.)
+H3  The m drain shifts of an OS tile i (sel flipped) must all come before the first compute beat of tile i+2
+    (which reuses tile i's register; its ``first`` beat overwrites it).
+H4  ``sel`` flips exactly at tile boundaries (consecutive tiles use opposite buffers); within a tile it is
+    constant. Bubbles (compute=0, shift=0) may be inserted anywhere without changing results.
+H5  OS: ``first`` is 1 on exactly the first compute beat of each OS tile.
+There is no back-pressure: outputs appear LATENCY cycles after their beats, whatever comes later.
+
+Timing: every PE-to-PE signal is registered; the multiplier output is registered (one DSP per MAC on ECP5,
+MULT18X18D), which is the +1 in LATENCY. The input skew and output de-skew are register chains inside.
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import QTAConfig
+from .pe import PE, Control
+
+__all__ = ["Array", "Control", "array_latency"]
+
+
+def array_latency(rows, cols):
+    """Cycles from a beat at the input ports to its ws/drain row at the output ports."""
+    return rows + cols + 1
+
+
+class Array(wiring.Component):
+    """The R x C systolic array of the module docstring; ``config`` is a :class:`QTAConfig`."""
+
+    def __init__(self, config=None):
+        config = config or QTAConfig()
+        self._config = config
+        R, C, W = config.rows, config.cols, config.acc_width
+        self.latency = array_latency(R, C)
+        super().__init__({
+            "a": In(data.ArrayLayout(signed(8), R)),
+            "b": In(data.ArrayLayout(signed(8), C)),
+            "d": In(data.ArrayLayout(signed(8), C)),
+            "ctrl": In(Control),
+            "ws_valid": Out(1),
+            "ws_row": Out(data.ArrayLayout(signed(W), C)),
+            "drain_valid": Out(1),
+            "drain_row": Out(data.ArrayLayout(signed(W), C)),
+            "busy": Out(1),
+            "cycles": Out(32),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, W = cfg.rows, cfg.cols, cfg.acc_width
+
+        def delay(value, n, name):
+            """``value`` through ``n`` registers (n >= 0)."""
+            for k in range(n):
+                reg = Signal.like(value, name=f"{name}_d{k}", reset_less=False)
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        pes = [[PE(W, cfg.int4) for _ in range(C)] for _ in range(R)]
+        for i in range(R):
+            for j in range(C):
+                m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+
+        # input skew: row i of A delayed by i+1, column j of B/D/control by j+1
+        for i in range(R):
+            m.d.comb += pes[i][0].a_in.eq(delay(self.a[i], i + 1, f"a_skew{i}"))
+        for j in range(C):
+            top = pes[0][j]
+            m.d.comb += [
+                top.b_in.eq(delay(self.b[j], j + 1, f"b_skew{j}")),
+                top.d_in.eq(delay(self.d[j], j + 1, f"d_skew{j}")),
+                top.ctrl_in.eq(delay(self.ctrl, j + 1, f"ctrl_skew{j}")),
+                top.psum_in.eq(0),
+            ]
+        for i in range(R):
+            for j in range(C):
+                pe = pes[i][j]
+                if j + 1 < C:
+                    m.d.comb += pes[i][j + 1].a_in.eq(pe.a_out)
+                if i + 1 < R:
+                    below = pes[i + 1][j]
+                    m.d.comb += [
+                        below.b_in.eq(pe.b_out),
+                        below.d_in.eq(pe.d_out),
+                        below.psum_in.eq(pe.psum_out),
+                        below.ctrl_in.eq(pe.ctrl_out),
+                    ]
+
+        # output de-skew: column j delayed by C-1-j; the drain path gets one more register to equalize latency
+        bottom = pes[R - 1]
+        last_ctrl = bottom[C - 1].ctrl_out
+        ws_valid = Signal()
+        drain_valid = Signal()
+        m.d.sync += [
+            ws_valid.eq(last_ctrl.compute & (last_ctrl.dataflow == 0)),
+            drain_valid.eq(last_ctrl.shift),
+        ]
+        m.d.comb += [self.ws_valid.eq(ws_valid), self.drain_valid.eq(drain_valid)]
+        for j in range(C):
+            m.d.comb += [
+                self.ws_row[j].eq(delay(bottom[j].psum_out, C - 1 - j, f"ws_deskew{j}")),
+                self.drain_row[j].eq(delay(bottom[j].d_out, C - j, f"drain_deskew{j}")),
+            ]
+
+        # busy / cycle counter: a beat is in flight for `latency` cycles after it enters
+        inflight = Signal(range(self.latency + 1))
+        beat = self.ctrl.compute | self.ctrl.shift
+        with m.If(beat):
+            m.d.sync += inflight.eq(self.latency)
+        with m.Elif(inflight != 0):
+            m.d.sync += inflight.eq(inflight - 1)
+        m.d.comb += self.busy.eq(inflight != 0)
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        return m

@@ -1,0 +1,527 @@
+"""Command controller: fetch and decode 128-bit commands, check them, and run them on decoupled units.
+
+Two blocks live here; :class:`cdmqta.hw.top.Accelerator` wires them to the array, the memories and the load /
+store units (:mod:`cdmqta.hw.dma`).
+
+:class:`Controller` (dispatcher + scoreboard)
+---------------------------------------------
+* ``start`` (one-cycle pulse) begins a run of ``n_cmds`` commands taken in order from the ``cmd`` stream
+  (valid/ready, 128-bit payload, one command per cycle at most). It clears ``status``, ``error_index`` and the
+  performance counters; ``done`` is low from the cycle after ``start`` until the run has finished, then high
+  until the next ``start``. CONFIG state (precision, rounding, shift, mult, seed) persists across runs, like the
+  ISA emulator's.
+* Decode uses views built from :data:`cdmqta.hw.isa.FIELDS` (:func:`command_layout`). Checks happen in the
+  order of :mod:`cdmqta.sw.emulator` (BAD_OPCODE, BAD_FIELD, NOT_BUILT, ZERO_SIZE, TILE_TOO_LARGE, ADDR_RANGE),
+  plus one rule of this hardware: a WS COMPUTE needs weights, i.e. a PRELOAD earlier in the program with no OS
+  COMPUTE after it (else BAD_FIELD; the PEs that would hold the weights are reused by OS tiles). The first bad
+  command sets ``status`` / ``error_index`` (0-based), nothing after it is dispatched, the commands before it
+  complete, then ``done`` rises: an error never hangs the controller.
+* Dispatch: LOAD -> load queue (16 deep), PRELOAD / COMPUTE -> execute queue (16), STORE -> store queue (8, with a
+  snapshot of the CONFIG state, so CONFIG never waits for the units), CONFIG / NOP take one cycle, FENCE waits
+  until every unit is idle. Each queue is in order; the units run concurrently.
+* Scoreboard (all automatic, by counters of issued / completed commands of each kind; no FENCE is needed for
+  correctness): a PRELOAD / COMPUTE starts after every earlier LOAD has completed (RAW on the scratchpad and
+  accumulator), a COMPUTE also after every earlier STORE has read its accumulator rows (WAR); a STORE starts
+  after every earlier LOAD and COMPUTE has completed (its rows are written); a LOAD starts after every earlier
+  PRELOAD / COMPUTE has issued its scratchpad reads (WAR), after every earlier STORE has completed (RAW through
+  host memory), and, if it writes the accumulator, after every earlier COMPUTE has completed. So for overlap a
+  program places a tile's LOADs ahead of the computes before it (double buffering), and a tile's STORE after
+  the next tile's COMPUTE (double-buffered accumulator rows).
+* Performance counters (64 bit, per run): ``busy_cycles`` (start to done), ``macs`` (m*n*k of dispatched
+  COMPUTEs, in elements of their precision), ``compute_cycles`` (compute beats streamed into the array),
+  ``stall_cycles`` (cycles in which the execute unit issued no beat because its next command waited for a load
+  or a store).
+
+:class:`ExecuteUnit` (drives :class:`cdmqta.hw.array.Array` by its protocol, see that docstring)
+-------------------------------------------------------------------------------------------------
+Beats are organised in windows; a window has one ``sel`` (it flips from window to window) and holds: the compute
+beats of one tile (one per cycle), the drain shifts of the previous window's OS tile, and the shifts of PRELOADs
+that arrive during it (their weights go to the shadow registers, used by the next window's WS tile). Drain and
+preload share shifts: a preload starts when the remaining drain shifts are no more than its k_lanes, so a window
+needs max(m_prev, k_lanes_next) shifts, and they ride on the compute beats (except the first beat after an OS
+tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
+
+* A tile costs max(beats, shifts in its window [+1 after an OS tile]) where beats = m (WS) or K steps (OS, k or
+  ceil(k/2) in INT4); the next tile's first beat follows its last beat directly (0 bubbles).
+* A WS tile after an OS tile waits for the OS tile's drain (1 + m_prev shift-only beats) because both would
+  write a result row in the same cycle; OS after OS, WS after WS and WS -> OS overlap fully.
+* A PRELOAD with no compute to ride on costs k_lanes shift-only beats (the first tile of a run, or a tile
+  shorter than the next tile's k_lanes).
+* WS COMPUTEs after the same PRELOAD continue in the same window (same weights, any m, any c_addr).
+* When the execute queue has nothing startable, an OS tile still in the array is drained at once (1 + m
+  cycles) so that STOREs and FENCEs depending on it can proceed.
+* Results: a beat issued at cycle t reaches the array at t+1 and its row is written into the accumulator
+  memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
+  write request.
+Scratchpad reads (3 read ports): port 0 = A row of a compute beat, port 1 = B row of an OS compute beat,
+port 2 = the weight row of a preload shift.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .array import array_latency
+from .config import QTAConfig
+from .dma import LoadCmd, StoreCmd
+from .isa import CMD_BITS, FIELDS, OPCODE_BITS, Dataflow, Op, OutFormat, Precision, Status
+from .pe import Control
+
+__all__ = ["command_layout", "ExecCmd", "Controller", "ExecuteUnit"]
+
+
+def command_layout(op):
+    """``data.StructLayout`` of one opcode's command, built from :data:`cdmqta.hw.isa.FIELDS`."""
+    fields = {"opcode": OPCODE_BITS}
+    for name, width in FIELDS[Op(op)]:
+        fields[name] = width
+    return data.StructLayout(fields)
+
+
+#: An execute-queue entry (PRELOAD or COMPUTE, decoded and checked).
+ExecCmd = data.StructLayout({
+    "compute": 1,       # 0: PRELOAD, 1: COMPUTE
+    "dataflow": 1,
+    "accumulate": 1,
+    "precision": 1,
+    "a_addr": 16,
+    "b_addr": 16,
+    "c_addr": 16,
+    "m": 16,
+    "n": 8,
+    "steps": 16,        # K lanes (WS, PRELOAD) or K beats (OS): k, or ceil(k/2) in INT4
+    "nib": 1,           # INT4 with an odd k: the high nibble of the last K lane is not an element
+})
+
+
+def _after(done, tag):
+    """All commands counted before ``tag`` are done (16-bit wrapping counters)."""
+    return (done - tag)[:16] < (1 << 15)
+
+
+def _fifo_depth(n):
+    d = 1
+    while d < n:
+        d *= 2
+    return d
+
+
+class ExecuteUnit(wiring.Component):
+    """Turns PRELOAD / COMPUTE commands into array beats and writes the results; see the module docstring."""
+
+    def __init__(self, config):
+        self._cfg = cfg = config
+        R, C, W = cfg.rows, cfg.cols, cfg.acc_width
+        self.latency = array_latency(R, C)
+        sp_aw = max(1, (cfg.sp_rows - 1).bit_length())
+        acc_aw = max(1, (cfg.acc_rows - 1).bit_length())
+        row = data.ArrayLayout(signed(W), C)
+        super().__init__({
+            "cmd": In(stream.Signature(ExecCmd)),
+            "arr_a": Out(data.ArrayLayout(signed(8), R)),
+            "arr_b": Out(data.ArrayLayout(signed(8), C)),
+            "arr_d": Out(data.ArrayLayout(signed(8), C)),
+            "arr_ctrl": Out(Control),
+            "arr_ws_valid": In(1), "arr_ws_row": In(row),
+            "arr_drain_valid": In(1), "arr_drain_row": In(row),
+            "arr_busy": In(1),
+            "sp_r_en": Out(1).array(3), "sp_r_addr": Out(sp_aw).array(3),
+            "sp_r_data": In(8 * cfg.lanes).array(3),
+            "acc_valid": Out(1), "acc_addr": Out(acc_aw), "acc_data": Out(row), "acc_mask": Out(C),
+            "acc_accumulate": Out(1),
+            "pre_read_done": Out(1), "comp_read_done": Out(1), "comp_done": Out(1),
+            "idle": Out(1), "beat_compute": Out(1), "beat_any": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        R, C = cfg.rows, cfg.cols
+        WS, OS = Dataflow.WS, Dataflow.OS
+
+        # -- window state ---------------------------------------------------------------------------------
+        sel = Signal()
+        win_comp = Signal()     # this window has (had) its compute tile
+        win_pre = Signal()      # a PRELOAD ran in this window (its weights belong to the next window)
+        w_os = Signal()         # this window's tile is OS: it must be drained in the next window
+        w_c, w_m, w_n, w_acc = Signal(16), Signal(16), Signal(8), Signal()
+        # compute job
+        c_act, c_df, c_prec, c_acc, c_nib = Signal(), Signal(), Signal(), Signal(), Signal()
+        c_a, c_b, c_c, c_m, c_steps, c_t, c_beats = (Signal(16, name=f"c_{x}") for x in "abcmstn")
+        c_n = Signal(8)
+        # drain job (the previous window's OS tile)
+        dr_rem = Signal(range(R + 1))
+        dr_c, dr_n, dr_acc = Signal(16), Signal(8), Signal()
+        # preload job
+        p_act, p_nib = Signal(), Signal()
+        p_rem, p_steps = Signal(range(R + 1)), Signal(range(R + 1))
+        p_b, p_n = Signal(16), Signal(8)
+        # K lanes of the weights: loaded in this window (next) / in use (cur)
+        w_lanes_next, w_lanes_cur = Signal(range(R + 1)), Signal(range(R + 1))
+        prev_os, prev_sel = Signal(), Signal()
+
+        # -- beat decision (issue stage) ------------------------------------------------------------------
+        do_comp = Signal()
+        do_shift = Signal()
+        pre_beat = Signal()
+        res_beat = Signal()
+        h2 = prev_os & (prev_sel != sel)
+        m.d.comb += [
+            do_comp.eq(c_act & ((c_df == OS) | (dr_rem == 0))),
+            do_shift.eq(((dr_rem != 0) | p_act) & ~h2),
+            pre_beat.eq(do_shift & p_act & (dr_rem <= p_rem)),
+            res_beat.eq(do_shift & (dr_rem != 0)),
+            self.beat_compute.eq(do_comp),
+            self.beat_any.eq(do_comp | do_shift),
+        ]
+        c_last = do_comp & (c_t + 1 == c_beats)
+        p_last = pre_beat & (p_rem == 1)
+        d_last = res_beat & (dr_rem == 1)
+        c_fin = ~c_act | c_last
+        p_fin = ~p_act | p_last
+        d_fin = (dr_rem == 0) | d_last
+        idle_next = c_fin & p_fin & d_fin
+
+        m.d.comb += [
+            self.sp_r_en[0].eq(do_comp), self.sp_r_addr[0].eq(c_a + c_t),
+            self.sp_r_en[1].eq(do_comp & (c_df == OS)), self.sp_r_addr[1].eq(c_b + c_t),
+            self.sp_r_en[2].eq(pre_beat), self.sp_r_addr[2].eq(p_b + p_rem - 1),
+        ]
+
+        # Lane masks of the streamed A row (low / high nibble kept) and of the weight row.
+        keep_lo = Signal(R)
+        keep_hi = Signal(R)
+        klanes = Mux(w_lanes_cur < c_steps, w_lanes_cur, c_steps)
+        last_step = c_t + 1 == c_beats
+        for i in range(R):
+            ws_lo = i < klanes
+            ws_hi = ws_lo & ~(c_nib & (i + 1 == c_steps))
+            os_lo = i < c_m
+            os_hi = os_lo & ~(c_nib & last_step)
+            m.d.comb += [keep_lo[i].eq(Mux(c_df == OS, os_lo, ws_lo)), keep_hi[i].eq(Mux(c_df == OS, os_hi, ws_hi))]
+
+        # -- present stage: registered beat + scratchpad data -> array inputs ------------------------------
+        s_ctrl = Signal(Control)
+        s_keep_lo, s_keep_hi = Signal(R), Signal(R)
+        s_os_shift = Signal(range(R))       # OS: A lanes move up by R - m (bottom-aligned, array H-rule)
+        s_pre, s_dnib = Signal(), Signal()
+        s_dn = Signal(8)
+        m.d.sync += [
+            s_ctrl.compute.eq(do_comp), s_ctrl.shift.eq(do_shift), s_ctrl.dataflow.eq(c_df),
+            s_ctrl.precision.eq(c_prec), s_ctrl.sel.eq(sel), s_ctrl.first.eq((c_df == OS) & (c_t == 0)),
+            s_keep_lo.eq(keep_lo), s_keep_hi.eq(keep_hi),
+            s_os_shift.eq(Mux(c_df == OS, R - c_m, 0)),
+            s_pre.eq(pre_beat), s_dn.eq(p_n), s_dnib.eq(pre_beat & p_nib & (p_rem == p_steps)),
+            prev_os.eq(do_comp & (c_df == OS)), prev_sel.eq(sel),
+        ]
+        a_raw = self.sp_r_data[0][:8 * R]
+        a_mask = Cat(*(Cat(Mux(s_keep_lo[i], 0xF, 0)[:4], Mux(s_keep_hi[i], 0xF, 0)[:4]) for i in range(R)))
+        a_val = ((a_raw & a_mask) << (s_os_shift * 8))[:8 * R]
+        m.d.comb += [self.arr_ctrl.eq(s_ctrl), self.arr_a.as_value().eq(a_val),
+                     self.arr_b.as_value().eq(self.sp_r_data[1][:8 * C])]
+        for j in range(C):
+            dj = self.sp_r_data[2][8 * j:8 * j + 8]
+            keep = s_pre & (j < s_dn)
+            m.d.comb += self.arr_d[j].eq(Mux(keep, Mux(s_dnib, dj & 0x0F, dj), 0))
+
+        # -- result tags: one per WS compute beat and one per shift beat, consumed in order ----------------
+        Tag = data.StructLayout({"row": 16, "n": 8, "acc": 1, "result": 1, "last": 1})
+        depth = _fifo_depth(self.latency + 4)
+        ws_q = fifo.SyncFIFOBuffered(width=Tag.size, depth=depth)
+        dr_q = fifo.SyncFIFOBuffered(width=Tag.size, depth=depth)
+        m.submodules.ws_tags = ws_q
+        m.submodules.drain_tags = dr_q
+        ws_tag_in, dr_tag_in = Signal(Tag), Signal(Tag)
+        m.d.comb += [
+            ws_tag_in.row.eq(c_c + c_t), ws_tag_in.n.eq(c_n), ws_tag_in.acc.eq(c_acc), ws_tag_in.result.eq(1),
+            ws_tag_in.last.eq(last_step),
+            dr_tag_in.row.eq(dr_c + dr_rem - 1), dr_tag_in.n.eq(dr_n), dr_tag_in.acc.eq(dr_acc),
+            dr_tag_in.result.eq(res_beat), dr_tag_in.last.eq(d_last),
+            ws_q.w_en.eq(do_comp & (c_df == WS)), ws_q.w_data.eq(ws_tag_in),
+            dr_q.w_en.eq(do_shift), dr_q.w_data.eq(dr_tag_in),
+            ws_q.r_en.eq(self.arr_ws_valid), dr_q.r_en.eq(self.arr_drain_valid),
+        ]
+        ws_tag = Signal(Tag)
+        dr_tag = Signal(Tag)
+        m.d.comb += [ws_tag.eq(ws_q.r_data), dr_tag.eq(dr_q.r_data)]
+        # WS results and drain results never meet in one cycle (drains do not ride on WS compute beats).
+        wb_tag = Signal(Tag)
+        with m.If(self.arr_ws_valid):
+            m.d.comb += [self.acc_valid.eq(1), wb_tag.eq(ws_tag), self.acc_data.eq(self.arr_ws_row)]
+        with m.Else():
+            m.d.comb += [self.acc_valid.eq(self.arr_drain_valid & dr_tag.result), wb_tag.eq(dr_tag),
+                         self.acc_data.eq(self.arr_drain_row)]
+        m.d.comb += [self.acc_addr.eq(wb_tag.row), self.acc_accumulate.eq(wb_tag.acc)]
+        for j in range(C):
+            m.d.comb += self.acc_mask[j].eq(j < wb_tag.n)
+        done_d = Signal(2)
+        m.d.sync += done_d.eq(Cat(done_d[1], self.acc_valid & wb_tag.last))
+        m.d.comb += self.comp_done.eq(done_d[0])
+        m.d.sync += [self.pre_read_done.eq(p_last), self.comp_read_done.eq(c_last)]
+
+        # -- job progress ---------------------------------------------------------------------------------
+        with m.If(do_comp):
+            m.d.sync += c_t.eq(c_t + 1)
+            with m.If(c_last):
+                m.d.sync += c_act.eq(0)
+        with m.If(pre_beat):
+            m.d.sync += p_rem.eq(p_rem - 1)
+            with m.If(p_last):
+                m.d.sync += p_act.eq(0)
+        with m.If(res_beat):
+            m.d.sync += dr_rem.eq(dr_rem - 1)
+
+        # -- accepting commands (overrides the progress above) --------------------------------------------
+        head = self.cmd.payload
+        is_pre = ~head.compute
+        join = ~win_comp & ~win_pre
+        cont = win_comp & ~win_pre & (c_df == WS) & (head.dataflow == WS) & c_fin
+        new_win = (win_comp | win_pre) & idle_next
+        acc_pre = self.cmd.valid & is_pre & p_fin
+        acc_comp = self.cmd.valid & head.compute & (join | cont | new_win)
+        eager = ~self.cmd.valid & win_comp & w_os & idle_next
+        m.d.comb += self.cmd.ready.eq(acc_pre | acc_comp)
+
+        def flip():
+            m.d.sync += [sel.eq(~sel), win_pre.eq(0), dr_rem.eq(Mux(w_os, w_m, 0)), dr_c.eq(w_c),
+                         dr_n.eq(w_n), dr_acc.eq(w_acc)]
+            with m.If(win_pre):
+                m.d.sync += w_lanes_cur.eq(w_lanes_next)
+
+        with m.If(acc_pre):
+            m.d.sync += [p_act.eq(1), p_rem.eq(head.steps), p_steps.eq(head.steps), p_b.eq(head.b_addr),
+                         p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps)]
+        with m.If(acc_comp):
+            with m.If(~(join | cont)):
+                flip()
+            m.d.sync += [
+                c_act.eq(1), c_t.eq(0), c_df.eq(head.dataflow), c_prec.eq(head.precision), c_acc.eq(head.accumulate),
+                c_nib.eq(head.nib), c_a.eq(head.a_addr), c_b.eq(head.b_addr), c_c.eq(head.c_addr),
+                c_m.eq(head.m), c_n.eq(head.n), c_steps.eq(head.steps),
+                c_beats.eq(Mux(head.dataflow == OS, head.steps, head.m)),
+                win_comp.eq(1), w_os.eq(head.dataflow == OS),
+                w_c.eq(head.c_addr), w_m.eq(head.m), w_n.eq(head.n), w_acc.eq(head.accumulate),
+            ]
+        with m.Elif(eager):
+            flip()
+            m.d.sync += [win_comp.eq(0), w_os.eq(0)]
+
+        m.d.comb += self.idle.eq(~c_act & ~p_act & (dr_rem == 0) & ~(win_comp & w_os) & ~ws_q.r_rdy & ~dr_q.r_rdy
+                                 & ~self.arr_busy & (done_d == 0) & ~s_ctrl.compute & ~s_ctrl.shift)
+        return m
+
+
+class Controller(wiring.Component):
+    """Dispatcher and scoreboard of the command stream; see the module docstring."""
+
+    def __init__(self, config, *, host_words=None):
+        self._cfg = cfg = config
+        self._host_words = host_words if host_words is not None else (1 << cfg.host_addr_width)
+        haw = cfg.host_addr_width
+        super().__init__({
+            "start": In(1), "n_cmds": In(32),
+            "cmd": In(stream.Signature(CMD_BITS)),
+            "done": Out(1), "status": Out(3), "error_index": Out(32),
+            "busy_cycles": Out(64), "macs": Out(64), "stall_cycles": Out(64), "compute_cycles": Out(64),
+            "load": Out(stream.Signature(LoadCmd(haw))), "load_done": In(1), "load_busy": In(1),
+            "exec": Out(stream.Signature(ExecCmd)),
+            "pre_read_done": In(1), "comp_read_done": In(1), "comp_done": In(1), "exec_idle": In(1),
+            "beat_compute": In(1), "beat_any": In(1),
+            "store": Out(stream.Signature(StoreCmd(haw))),
+            "store_read_done": In(1), "store_done": In(1), "store_busy": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        R, C = cfg.rows, cfg.cols
+        haw = cfg.host_addr_width
+
+        # -- completion counters (16-bit, wrapping) and dispatch counters -----------------------------------
+        names = ["load", "pre_read", "comp_read", "comp", "store_read", "store"]
+        done_cnt = {n: Signal(16, name=f"{n}_done_cnt") for n in names}
+        pulses = {"load": self.load_done, "pre_read": self.pre_read_done, "comp_read": self.comp_read_done,
+                  "comp": self.comp_done, "store_read": self.store_read_done, "store": self.store_done}
+        for n in names:
+            with m.If(pulses[n]):
+                m.d.sync += done_cnt[n].eq(done_cnt[n] + 1)
+        n_load, n_pre, n_comp, n_store = (Signal(16, name=f"{x}_disp_cnt") for x in ("load", "pre", "comp", "store"))
+
+        # -- queues ---------------------------------------------------------------------------------------
+        LoadEntry = data.StructLayout({"cmd": LoadCmd(haw), "t_pre": 16, "t_comp": 16, "t_store": 16})
+        ExecEntry = data.StructLayout({"cmd": ExecCmd, "t_load": 16, "t_store": 16})
+        StoreEntry = data.StructLayout({"cmd": StoreCmd(haw), "t_load": 16, "t_comp": 16})
+        load_q = fifo.SyncFIFOBuffered(width=LoadEntry.size, depth=16)
+        exec_q = fifo.SyncFIFOBuffered(width=ExecEntry.size, depth=16)
+        store_q = fifo.SyncFIFOBuffered(width=StoreEntry.size, depth=8)
+        m.submodules.load_q, m.submodules.exec_q, m.submodules.store_q = load_q, exec_q, store_q
+        le, ee, se = LoadEntry(load_q.r_data), ExecEntry(exec_q.r_data), StoreEntry(store_q.r_data)
+
+        load_ok = (_after(done_cnt["pre_read"], le.t_pre) & _after(done_cnt["comp_read"], le.t_comp)
+                   & _after(done_cnt["store"], le.t_store)
+                   & (~le.cmd.to_acc | _after(done_cnt["comp"], le.t_comp)))
+        exec_ok = _after(done_cnt["load"], ee.t_load) & (~ee.cmd.compute | _after(done_cnt["store_read"], ee.t_store))
+        store_ok = _after(done_cnt["load"], se.t_load) & _after(done_cnt["comp"], se.t_comp)
+        m.d.comb += [
+            self.load.valid.eq(load_q.r_rdy & load_ok), self.load.payload.eq(le.cmd), load_q.r_en.eq(self.load.ready & load_ok),
+            self.exec.valid.eq(exec_q.r_rdy & exec_ok), self.exec.payload.eq(ee.cmd), exec_q.r_en.eq(self.exec.ready & exec_ok),
+            self.store.valid.eq(store_q.r_rdy & store_ok), self.store.payload.eq(se.cmd),
+            store_q.r_en.eq(self.store.ready & store_ok),
+        ]
+        all_idle = Signal()
+        m.d.comb += all_idle.eq(~load_q.r_rdy & ~exec_q.r_rdy & ~store_q.r_rdy & ~self.load_busy & self.exec_idle
+                                & ~self.store_busy)
+
+        # -- run state ------------------------------------------------------------------------------------
+        running, stop = Signal(), Signal()
+        fetched = Signal(32)
+        cur_valid = Signal()
+        cur = Signal(CMD_BITS)
+        cur_index = Signal(32)
+        cur_go = Signal()
+        # CONFIG state and the weights rule
+        prec, rounding, shift, mult, seed = Signal(), Signal(), Signal(6), Signal(16), Signal(32)
+        weights_valid = Signal()
+
+        m.d.comb += self.cmd.ready.eq(running & ~stop & (fetched != self.n_cmds) & (~cur_valid | cur_go))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [cur.eq(self.cmd.payload), cur_valid.eq(1), cur_index.eq(fetched), fetched.eq(fetched + 1)]
+        with m.Elif(cur_go):
+            m.d.sync += cur_valid.eq(0)
+
+        with m.If(running):
+            m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+            with m.If(self.beat_compute):
+                m.d.sync += self.compute_cycles.eq(self.compute_cycles + 1)
+            with m.If(exec_q.r_rdy & ~exec_ok & ~self.beat_any):
+                m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
+            with m.If(all_idle & ~cur_valid & (stop | (fetched == self.n_cmds))):
+                m.d.sync += [running.eq(0), self.done.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), stop.eq(0), fetched.eq(0), cur_valid.eq(0), self.done.eq(0),
+                         self.status.eq(0), self.error_index.eq(0), self.busy_cycles.eq(0), self.macs.eq(0),
+                         self.stall_cycles.eq(0), self.compute_cycles.eq(0)]
+
+        # -- decode and check -----------------------------------------------------------------------------
+        opcode = cur[:OPCODE_BITS]
+        v = {op: command_layout(op)(cur[:command_layout(op).size]) for op in FIELDS}
+        kmax = Mux(prec == Precision.INT4, 2 * R, R)
+
+        def steps_of(k):
+            return Mux(prec == Precision.INT4, (k + 1) >> 1, k)
+
+        def host_bad(addr, rows, stride):
+            return addr + (rows - 1) * stride >= self._host_words
+
+        ws_built, os_built = "ws" in cfg.dataflows, "os" in cfg.dataflows
+        err = Signal(3)
+        ld, pl, cp, st, cf = v[Op.LOAD], v[Op.PRELOAD], v[Op.COMPUTE], v[Op.STORE], v[Op.CONFIG]
+        with m.Switch(opcode):
+            with m.Case(Op.NOP, Op.FENCE):
+                pass
+            with m.Case(Op.CONFIG):
+                with m.If(cf.shift > 47):
+                    m.d.comb += err.eq(Status.BAD_FIELD)
+                with m.Elif((cf.precision == Precision.INT4) & (not cfg.int4)):
+                    m.d.comb += err.eq(Status.NOT_BUILT)
+            with m.Case(Op.LOAD):
+                depth = Mux(ld.to_acc, cfg.acc_rows, cfg.sp_rows)
+                with m.If(ld.rows == 0):
+                    m.d.comb += err.eq(Status.ZERO_SIZE)
+                with m.Elif((ld.sp_addr + ld.rows > depth) | host_bad(ld.host_addr, ld.rows, ld.host_stride)):
+                    m.d.comb += err.eq(Status.ADDR_RANGE)
+            with m.Case(Op.PRELOAD):
+                with m.If(not ws_built):
+                    m.d.comb += err.eq(Status.NOT_BUILT)
+                with m.Elif((pl.k == 0) | (pl.n == 0)):
+                    m.d.comb += err.eq(Status.ZERO_SIZE)
+                with m.Elif((pl.k > kmax) | (pl.n > C)):
+                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
+                with m.Elif(pl.b_addr + steps_of(pl.k) > cfg.sp_rows):
+                    m.d.comb += err.eq(Status.ADDR_RANGE)
+            with m.Case(Op.COMPUTE):
+                is_ws = cp.dataflow == Dataflow.WS
+                steps = steps_of(cp.k)
+                with m.If(Mux(is_ws, not ws_built, not os_built)):
+                    m.d.comb += err.eq(Status.NOT_BUILT)
+                with m.Elif((cp.m == 0) | (cp.n == 0) | (cp.k == 0)):
+                    m.d.comb += err.eq(Status.ZERO_SIZE)
+                with m.Elif(Mux(is_ws, cp.k > kmax, cp.m > R) | (cp.n > C)):
+                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
+                with m.Elif(Mux(is_ws, cp.a_addr + cp.m > cfg.sp_rows,
+                                (cp.a_addr + steps > cfg.sp_rows) | (cp.b_addr + steps > cfg.sp_rows))
+                            | (cp.c_addr + cp.m > cfg.acc_rows)):
+                    m.d.comb += err.eq(Status.ADDR_RANGE)
+                with m.Elif(is_ws & ~weights_valid):
+                    m.d.comb += err.eq(Status.BAD_FIELD)
+            with m.Case(Op.STORE):
+                with m.If(st.out > OutFormat.INT4):
+                    m.d.comb += err.eq(Status.BAD_FIELD)
+                with m.Elif((st.rows == 0) | (st.cols == 0)):
+                    m.d.comb += err.eq(Status.ZERO_SIZE)
+                with m.Elif(st.cols > C):
+                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
+                with m.Elif((st.acc_addr + st.rows > cfg.acc_rows) | host_bad(st.host_addr, st.rows, st.host_stride)):
+                    m.d.comb += err.eq(Status.ADDR_RANGE)
+            with m.Default():
+                m.d.comb += err.eq(Status.BAD_OPCODE)
+
+        with m.If(cur_valid & (err != 0) & ~stop):
+            m.d.sync += [self.status.eq(err), self.error_index.eq(cur_index), stop.eq(1), cur_valid.eq(0)]
+
+        # -- dispatch -------------------------------------------------------------------------------------
+        ok = cur_valid & (err == 0)
+        l_in, e_in, s_in = Signal(LoadEntry), Signal(ExecEntry), Signal(StoreEntry)
+        m.d.comb += [
+            l_in.cmd.to_acc.eq(ld.to_acc), l_in.cmd.addr.eq(ld.sp_addr), l_in.cmd.rows.eq(ld.rows),
+            l_in.cmd.host_addr.eq(ld.host_addr), l_in.cmd.host_stride.eq(ld.host_stride),
+            l_in.t_pre.eq(n_pre), l_in.t_comp.eq(n_comp), l_in.t_store.eq(n_store),
+            e_in.t_load.eq(n_load), e_in.t_store.eq(n_store), e_in.cmd.precision.eq(prec),
+            s_in.cmd.acc_addr.eq(st.acc_addr), s_in.cmd.rows.eq(st.rows), s_in.cmd.cols.eq(st.cols),
+            s_in.cmd.host_addr.eq(st.host_addr), s_in.cmd.host_stride.eq(st.host_stride),
+            s_in.cmd.origin_row.eq(st.origin_row),
+            s_in.cmd.epi.out.eq(st.out), s_in.cmd.epi.transposed.eq(st.transposed),
+            s_in.cmd.epi.origin_col.eq(st.origin_col), s_in.cmd.epi.mult.eq(mult), s_in.cmd.epi.shift.eq(shift),
+            s_in.cmd.epi.rounding.eq(rounding), s_in.cmd.epi.seed.eq(seed),
+            s_in.t_load.eq(n_load), s_in.t_comp.eq(n_comp),
+            load_q.w_data.eq(l_in), exec_q.w_data.eq(e_in), store_q.w_data.eq(s_in),
+        ]
+        with m.If(opcode == Op.PRELOAD):
+            m.d.comb += [e_in.cmd.compute.eq(0), e_in.cmd.b_addr.eq(pl.b_addr), e_in.cmd.n.eq(pl.n),
+                         e_in.cmd.steps.eq(steps_of(pl.k)), e_in.cmd.nib.eq((prec == Precision.INT4) & pl.k[0])]
+        with m.Else():
+            m.d.comb += [e_in.cmd.compute.eq(1), e_in.cmd.dataflow.eq(cp.dataflow),
+                         e_in.cmd.accumulate.eq(cp.accumulate), e_in.cmd.a_addr.eq(cp.a_addr),
+                         e_in.cmd.b_addr.eq(cp.b_addr), e_in.cmd.c_addr.eq(cp.c_addr), e_in.cmd.m.eq(cp.m),
+                         e_in.cmd.n.eq(cp.n), e_in.cmd.steps.eq(steps_of(cp.k)),
+                         e_in.cmd.nib.eq((prec == Precision.INT4) & cp.k[0])]
+
+        with m.Switch(opcode):
+            with m.Case(Op.NOP):
+                m.d.comb += cur_go.eq(ok)
+            with m.Case(Op.FENCE):
+                m.d.comb += cur_go.eq(ok & all_idle)
+            with m.Case(Op.CONFIG):
+                m.d.comb += cur_go.eq(ok)
+                with m.If(ok):
+                    m.d.sync += [prec.eq(cf.precision), rounding.eq(cf.rounding), shift.eq(cf.shift),
+                                 mult.eq(cf.mult), seed.eq(cf.seed)]
+            with m.Case(Op.LOAD):
+                m.d.comb += [cur_go.eq(ok & load_q.w_rdy), load_q.w_en.eq(cur_go)]
+                with m.If(cur_go):
+                    m.d.sync += n_load.eq(n_load + 1)
+            with m.Case(Op.PRELOAD):
+                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
+                with m.If(cur_go):
+                    m.d.sync += [n_pre.eq(n_pre + 1), weights_valid.eq(1)]
+            with m.Case(Op.COMPUTE):
+                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
+                with m.If(cur_go):
+                    m.d.sync += [n_comp.eq(n_comp + 1), self.macs.eq(self.macs + cp.m * cp.n * cp.k)]
+                    with m.If(cp.dataflow == Dataflow.OS):
+                        m.d.sync += weights_valid.eq(0)
+            with m.Case(Op.STORE):
+                m.d.comb += [cur_go.eq(ok & store_q.w_rdy), store_q.w_en.eq(cur_go)]
+                with m.If(cur_go):
+                    m.d.sync += n_store.eq(n_store + 1)
+        return m

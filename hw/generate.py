@@ -1,0 +1,95 @@
+"""``cdmqta generate``: write the Verilog of a generated design and its ``config.json``.
+
+``cdmqta generate --rows 8 --cols 8 -o build/`` writes ``build/accel.v`` (module ``accel``) and
+``build/config.json`` (:meth:`QTAConfig.to_json`), so a runtime reads the exact configuration of the hardware.
+``--top`` picks the design from :data:`TOPS`.
+"""
+
+import argparse
+import importlib
+import os
+
+__all__ = ["TOPS", "add_arguments", "main", "generate"]
+
+#: top name -> (module, class); each class takes a QTAConfig as its only required argument.
+TOPS = {
+    "accel": ("cdmqta.hw.top", "Accelerator"),
+    "array": ("cdmqta.hw.array", "Array"),
+    "harness": ("cdmqta.hw.harness", "ArrayHarness"),
+}
+
+_OPTION_OF_FIELD = {"rows": "--rows", "cols": "--cols", "int4": "--int4", "dataflows": "--dataflows",
+                    "max_k": "--max-k", "acc_width": "--acc-width"}
+
+
+def add_arguments(parser):
+    parser.add_argument("--rows", type=int, default=8, metavar="R",
+                        help="PE array rows R (1..128): the K extent of a WS tile, the M extent of an OS tile "
+                             "(default 8)")
+    parser.add_argument("--cols", type=int, default=8, metavar="C",
+                        help="PE array columns C (1..128): the N extent of every tile (default 8)")
+    parser.add_argument("--int4", action=argparse.BooleanOptionalAction, default=True,
+                        help="build the INT4 mode (two signed INT4 products per MAC per cycle on the same "
+                             "multiplier); --no-int4 builds INT8 only (default: --int4)")
+    parser.add_argument("--dataflows", default="ws,os", metavar="LIST",
+                        help="comma-separated dataflows the controller accepts: any non-empty subset of ws,os "
+                             "(default ws,os)")
+    parser.add_argument("--max-k", type=int, default=65536, metavar="K",
+                        help="largest reduction length the accumulators must hold without overflow; sets the "
+                             "accumulator width (default 65536 -> 32 bits)")
+    parser.add_argument("--acc-width", type=int, default=0, metavar="BITS",
+                        help="accumulator width in bits (0 = derive from --max-k, at least 32; max 40)")
+    parser.add_argument("--top", choices=sorted(TOPS), default="accel",
+                        help="design to write: accel = the whole accelerator (cdmqta.hw.top.Accelerator), "
+                             "array = the bare systolic array (cdmqta.hw.array.Array), harness = the array with "
+                             "beat/result memories used by the RTL tests (default accel)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="output directory (created if missing); receives <top>.v and config.json")
+
+
+def _config(args):
+    from .config import ConfigError, QTAConfig
+
+    dataflows = tuple(d.strip().lower() for d in str(args.dataflows).split(",") if d.strip())
+    try:
+        return QTAConfig(rows=args.rows, cols=args.cols, int4=args.int4, dataflows=dataflows,
+                         max_k=args.max_k, acc_width=args.acc_width)
+    except ConfigError as exc:
+        field = str(exc).split("=", 1)[0].strip()
+        option = _OPTION_OF_FIELD.get(field)
+        value = getattr(args, field, None) if option else None
+        prefix = f"{option} {value if field != 'dataflows' else args.dataflows}: " if option else ""
+        raise ValueError(f"{prefix}{exc}") from None
+
+
+def _top_class(top):
+    module_name, class_name = TOPS[top]
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--top {top}: {module_name}.{class_name} is not available in this installation "
+                         f"({exc.__class__.__name__}: {exc}); use --top array") from None
+
+
+def generate(config, top, out_dir):
+    """Write ``<top>.v`` and ``config.json`` for ``config`` into ``out_dir``; returns the two paths."""
+    from amaranth.back import verilog
+
+    cls = _top_class(top)
+    os.makedirs(out_dir, exist_ok=True)
+    text = verilog.convert(cls(config), name=top)
+    v_path = os.path.join(out_dir, f"{top}.v")
+    with open(v_path, "w") as f:
+        f.write(text)
+    j_path = os.path.join(out_dir, "config.json")
+    config.to_json(j_path)
+    return v_path, j_path
+
+
+def main(args):
+    config = _config(args)
+    v_path, j_path = generate(config, args.top, args.output)
+    print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, int4={config.int4}, "
+          f"dataflows={','.join(config.dataflows)}, acc_width={config.acc_width})")
+    return 0

@@ -1,0 +1,154 @@
+"""On-chip memories: the banked scratchpad (operands) and the accumulator memory (accumulate-on-write).
+
+Both are built from ``amaranth.lib.memory`` and split into banks (bank = low address bits, so consecutive rows
+fall in different banks and each bank is a BRAM-sized block). Every scratchpad bank has one write port and
+``read_ports`` read ports (3 in the accelerator: streamed A, streamed B in OS, WS preload; yosys replicates a
+bank per extra read port), every accumulator bank one write port and two read ports.
+
+Scratchpad (``sp_rows`` rows of ``lanes`` 8-bit lanes):
+    write: ``w_en``, ``w_addr``, ``w_data`` -- written at the end of the cycle.
+    read port p < read_ports: ``r_en[p]``, ``r_addr[p]`` at cycle t -> ``r_data[p]`` valid at cycle t+1 (held while
+    ``r_en[p]`` is low). A read of the row written in the same cycle returns the old row.
+
+Accumulator memory (``acc_rows`` rows of ``cols`` lanes of ``acc_width`` bits), write side = a read-modify-write
+pipeline so that a partial sum can be added to what is stored (split K):
+    execute write (priority, never stalls): ``ex_valid``, ``ex_addr``, ``ex_data``, ``ex_mask`` (lanes to write),
+    ``ex_accumulate`` (add to the stored row instead of overwriting).
+    load write (overwrite, all lanes): ``ld_valid``, ``ld_addr``, ``ld_data``; accepted when ``ld_ready`` (= no
+    execute write in this cycle) -- a valid/ready port, payload held until accepted.
+    A request accepted at cycle t reads its row at t and writes ``mask ? (accumulate ? old + data : data) : old``
+    at the end of cycle t+1. The read is transparent to the pipeline's own write, so back-to-back requests to the
+    same row (t, t+1) see each other's result: accumulate-on-write is exact at one request per cycle.
+    ``busy`` is high while a write is in flight (reads of the store port see every write once ``busy`` is low).
+    store read: ``r_en``, ``r_addr`` at t -> ``r_data`` at t+1.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Scratchpad", "AccumulatorMemory"]
+
+
+def _bank_bits(banks):
+    return (banks - 1).bit_length()
+
+
+class Scratchpad(wiring.Component):
+    """Banked operand memory; see the module docstring for ports and latency."""
+
+    def __init__(self, *, rows, lanes, banks, read_ports=2):
+        if rows % banks:
+            raise ValueError(f"scratchpad rows={rows} must be a multiple of banks={banks}")
+        self._rows, self._lanes, self._banks, self._np = rows, lanes, banks, read_ports
+        aw = max(1, (rows - 1).bit_length())
+        n = read_ports
+        super().__init__({
+            "w_en": In(1), "w_addr": In(aw), "w_data": In(8 * lanes),
+            "r_en": In(1).array(n), "r_addr": In(aw).array(n), "r_data": Out(8 * lanes).array(n),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bb = _bank_bits(self._banks)
+        depth = self._rows // self._banks
+        n = self._np
+        rsel = [Signal(max(1, bb), name=f"rsel{p}") for p in range(n)]
+        rports = [[] for _ in range(n)]
+        for b in range(self._banks):
+            mem = memory.Memory(shape=8 * self._lanes, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            bank_of_w = self.w_addr[:bb] == b if bb else True
+            m.d.comb += [wp.addr.eq(self.w_addr[bb:]), wp.data.eq(self.w_data), wp.en.eq(self.w_en & bank_of_w)]
+            for p in range(n):
+                rp = mem.read_port()
+                bank_of_r = self.r_addr[p][:bb] == b if bb else True
+                m.d.comb += [rp.addr.eq(self.r_addr[p][bb:]), rp.en.eq(self.r_en[p] & bank_of_r)]
+                rports[p].append(rp)
+        for p in range(n):
+            if bb:
+                with m.If(self.r_en[p]):
+                    m.d.sync += rsel[p].eq(self.r_addr[p][:bb])
+                with m.Switch(rsel[p]):
+                    for b in range(self._banks):
+                        with m.Case(b):
+                            m.d.comb += self.r_data[p].eq(rports[p][b].data)
+            else:
+                m.d.comb += self.r_data[p].eq(rports[p][0].data)
+        return m
+
+
+class AccumulatorMemory(wiring.Component):
+    """Accumulator rows with a read-modify-write write path; see the module docstring."""
+
+    def __init__(self, *, rows, cols, acc_width, banks):
+        if rows % banks:
+            raise ValueError(f"accumulator rows={rows} must be a multiple of banks={banks}")
+        self._rows, self._cols, self._aw, self._banks = rows, cols, acc_width, banks
+        aw = max(1, (rows - 1).bit_length())
+        row = data.ArrayLayout(signed(acc_width), cols)
+        super().__init__({
+            "ex_valid": In(1), "ex_addr": In(aw), "ex_data": In(row), "ex_mask": In(cols),
+            "ex_accumulate": In(1),
+            "ld_valid": In(1), "ld_ready": Out(1), "ld_addr": In(aw), "ld_data": In(row),
+            "busy": Out(1),
+            "r_en": In(1), "r_addr": In(aw), "r_data": Out(row),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bb = _bank_bits(self._banks)
+        depth = self._rows // self._banks
+        row = data.ArrayLayout(signed(self._aw), self._cols)
+
+        # Stage 0: choose the request, read its row.
+        req_addr = Signal.like(self.ex_addr)
+        req_data = Signal(row)
+        req_mask = Signal(self._cols)
+        req_acc = Signal()
+        req_valid = Signal()
+        m.d.comb += self.ld_ready.eq(~self.ex_valid)
+        with m.If(self.ex_valid):
+            m.d.comb += [req_valid.eq(1), req_addr.eq(self.ex_addr), req_data.eq(self.ex_data),
+                         req_mask.eq(self.ex_mask), req_acc.eq(self.ex_accumulate)]
+        with m.Else():
+            m.d.comb += [req_valid.eq(self.ld_valid), req_addr.eq(self.ld_addr), req_data.eq(self.ld_data),
+                         req_mask.eq(-1), req_acc.eq(0)]
+
+        # Stage 1: combine with the stored row and write.
+        s1_valid = Signal()
+        s1_addr = Signal.like(self.ex_addr)
+        s1_data = Signal(row)
+        s1_mask = Signal(self._cols)
+        s1_acc = Signal()
+        s1_bank = Signal(max(1, bb))
+        m.d.sync += [s1_valid.eq(req_valid), s1_addr.eq(req_addr), s1_data.eq(req_data), s1_mask.eq(req_mask),
+                     s1_acc.eq(req_acc), s1_bank.eq(req_addr[:bb] if bb else 0)]
+        m.d.comb += self.busy.eq(s1_valid)
+
+        old = Signal(row)
+        new = Signal(row)
+        r_sel = Signal(max(1, bb))
+        with m.If(self.r_en):
+            m.d.sync += r_sel.eq(self.r_addr[:bb] if bb else 0)
+        for b in range(self._banks):
+            mem = memory.Memory(shape=row, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            rmw = mem.read_port(transparent_for=(wp,))
+            st = mem.read_port()
+            in_bank = (lambda a: a[:bb] == b) if bb else (lambda a: 1)
+            m.d.comb += [
+                rmw.addr.eq(req_addr[bb:]), rmw.en.eq(req_valid & in_bank(req_addr)),
+                wp.addr.eq(s1_addr[bb:]), wp.data.eq(new), wp.en.eq(s1_valid & in_bank(s1_addr)),
+                st.addr.eq(self.r_addr[bb:]), st.en.eq(self.r_en & in_bank(self.r_addr)),
+            ]
+            with m.If(s1_bank == b):
+                m.d.comb += old.eq(rmw.data)
+            with m.If(r_sel == b):
+                m.d.comb += self.r_data.eq(st.data)
+        for c in range(self._cols):
+            summed = Mux(s1_acc, old[c] + s1_data[c], s1_data[c])
+            m.d.comb += new[c].eq(Mux(s1_mask[c], summed, old[c]))
+        return m

@@ -1,0 +1,91 @@
+"""One processing element of the systolic array: a shared MAC, two stationary registers, a shift chain.
+
+The control of a beat (:data:`Control`) travels down the column with the beat's north data, registered in every
+PE, so each PE acts on the beat's own dataflow / precision / buffer select (Gemmini ``PEControl`` style). The
+array docstring (:mod:`cdmqta.hw.array`) states the protocol; here is what one PE does with a beat that reaches
+it (its inputs) in cycle T:
+
+stage 1 (cycle T, from ``ctrl_in``):
+  * MAC operands: ``a_in`` and, WS: the weight ``c[sel][7:0]``; OS: ``b_in``.
+  * ``shift``: ``c[!sel] <= d_in``, ``d_out <= c[!sel]`` (old value): the preload / drain chain.
+  * ``a_out <= a_in``, ``b_out <= b_in``, ``ctrl_out <= ctrl_in`` (to the east / south neighbours).
+stage 2 (cycle T+1, from ``ctrl_out`` = the same beat one cycle later, product registered in the MAC):
+  * WS compute: ``psum_out <= psum_in + product`` (``psum_in`` = the PE above's ``psum_out``; 0 at the top).
+  * OS compute: ``c[sel] <= (first ? 0 : c[sel]) + product``.
+The adder is shared by both. Output latency: a_out / b_out / ctrl_out / d_out: 1 cycle, psum_out: 2 cycles.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import Dataflow, Precision
+
+__all__ = ["Control", "PE"]
+
+#: The control bits that travel with a beat (see :mod:`cdmqta.hw.array`).
+Control = data.StructLayout({
+    "compute": 1,
+    "shift": 1,
+    "dataflow": 1,    # isa.Dataflow: 0 WS, 1 OS
+    "precision": 1,   # isa.Precision: 0 INT8, 1 INT4
+    "sel": 1,         # stationary register in use by this beat's tile
+    "first": 1,       # OS: first K step of the tile
+})
+
+assert Dataflow.WS == 0 and Dataflow.OS == 1 and Precision.INT8 == 0 and Precision.INT4 == 1
+
+
+class PE(wiring.Component):
+    """One processing element (see the module docstring)."""
+
+    def __init__(self, acc_width=32, int4=True):
+        self._acc_width = acc_width
+        self._int4 = int4
+        super().__init__({
+            "a_in": In(signed(8)),
+            "b_in": In(signed(8)),
+            "d_in": In(signed(acc_width)),
+            "psum_in": In(signed(acc_width)),
+            "ctrl_in": In(Control),
+            "a_out": Out(signed(8)),
+            "b_out": Out(signed(8)),
+            "d_out": Out(signed(acc_width)),
+            "psum_out": Out(signed(acc_width)),
+            "ctrl_out": Out(Control),
+        })
+
+    def elaborate(self, platform):
+        from .mac import MAC
+
+        m = Module()
+        m.submodules.mac = mac = MAC(self._acc_width, self._int4)
+        c = [Signal(signed(self._acc_width), name=f"c{i}") for i in range(2)]
+        ci, cq = self.ctrl_in, self.ctrl_out
+
+        # stage 1
+        weight = Mux(ci.sel, c[1], c[0])[0:8].as_signed()
+        m.d.comb += [
+            mac.a.eq(self.a_in),
+            mac.b.eq(Mux(ci.dataflow == Dataflow.OS, self.b_in, weight)),
+            mac.int4.eq(ci.precision == Precision.INT4),
+        ]
+        m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in), cq.eq(ci)]
+        with m.If(ci.shift):
+            with m.If(ci.sel):
+                m.d.sync += [c[0].eq(self.d_in), self.d_out.eq(c[0])]
+            with m.Else():
+                m.d.sync += [c[1].eq(self.d_in), self.d_out.eq(c[1])]
+
+        # stage 2
+        current = Mux(cq.sel, c[1], c[0])
+        os_addend = Mux(cq.first, 0, current)
+        m.d.comb += mac.addend.eq(Mux(cq.dataflow == Dataflow.OS, os_addend, self.psum_in))
+        with m.If(cq.compute):
+            with m.If(cq.dataflow == Dataflow.WS):
+                m.d.sync += self.psum_out.eq(mac.sum)
+            with m.Elif(cq.sel):
+                m.d.sync += c[1].eq(mac.sum)
+            with m.Else():
+                m.d.sync += c[0].eq(mac.sum)
+        return m

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Resource and Fmax sweep of the systolic array over array sizes and precisions (ECP5-85F by default).
+
+    python scripts/synth_sweep.py --sizes 2,4,8,16 --precisions int8,int4 --out build/synth_sweep
+
+Runs ``cdmqta.synth.flow.synthesize_config`` once per (size, precision), one after the other (the tools are
+single-threaded; sequential runs keep a shared machine usable), and writes after every run:
+
+* ``sweep.json``  -- list of result dicts (see ``cdmqta synth --json``), failed runs with an ``error`` key,
+* ``sweep.md``    -- markdown table: size, precision, LUT, FF, DSP, DSP/MAC, BRAM, Fmax, critical path,
+* ``sweep.png``   -- Fmax and LUT / DSP vs array size, one line per precision.
+
+"int8" builds the array without the INT4 mode (``int4=False``), "int4" with it (the INT8+INT4 array).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _parse_list(text, kind, allowed=None):
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise SystemExit(f"synth_sweep: error: --{kind} is empty")
+    if allowed is not None:
+        bad = [t for t in items if t not in allowed]
+        if bad:
+            raise SystemExit(f"synth_sweep: error: --{kind} {','.join(bad)}: choose from {', '.join(allowed)}")
+    return items
+
+
+def _size(text):
+    rows, _, cols = text.lower().partition("x")
+    try:
+        r = int(rows)
+        c = int(cols) if cols else r
+    except ValueError:
+        raise SystemExit(f"synth_sweep: error: bad size {text!r} (use N or RxC)") from None
+    return r, c
+
+
+def markdown_table(results):
+    head = ("| size | precision | LUT | FF | DSP | DSP/MAC | LUT mult. | BRAM | Fmax (MHz) | critical path |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    lines = []
+    for r in results:
+        size = f"{r['rows']}x{r['cols']}"
+        prec = r["precision"]
+        if "error" in r:
+            lines.append(f"| {size} | {prec} | - | - | - | - | - | - | - | failed: {r['error'][:80]} |")
+            continue
+        cp = r.get("critical_path") or {}
+        path = f"`{cp.get('from')}` -> `{cp.get('to')}` ({cp.get('delay_ns', 0):.2f} ns)" if cp else "-"
+        lines.append(f"| {size} | {prec} | {r['lut']} | {r['ff']} | {r['dsp']} | {r['dsp_per_mac']:.2f} | "
+                     f"{r.get('lut_multipliers', 0)} | {r['bram']} | {r['fmax_mhz']:.1f} | {path} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return
+    fig, (ax_f, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
+    for prec, marker in (("int8", "o"), ("int4", "s")):
+        rs = sorted((r for r in ok if r["precision"] == prec), key=lambda r: r["macs"])
+        if not rs:
+            continue
+        macs = [r["macs"] for r in rs]
+        labels = [f"{r['rows']}x{r['cols']}" for r in rs]
+        ax_f.plot(macs, [r["fmax_mhz"] for r in rs], marker=marker, label=prec)
+        ax_r.plot(macs, [r["lut"] for r in rs], marker=marker, label=f"LUT ({prec})")
+        ax_r.plot(macs, [r["dsp"] for r in rs], marker=marker, linestyle="--", label=f"DSP ({prec})")
+        ax_f.set_xticks(macs, labels)
+        ax_r.set_xticks(macs, labels)
+    for ax in (ax_f, ax_r):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("array size (MACs)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax_f.set_ylabel("Fmax (MHz)")
+    ax_r.set_ylabel("count")
+    ax_r.set_yscale("log")
+    target = ok[0]["target"]
+    ax_f.set_title(f"Fmax on {target}")
+    ax_r.set_title(f"LUT and DSP on {target}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    from cdmqta.hw.config import QTAConfig
+    from cdmqta.synth.flow import TARGETS, ToolError, synthesize_config
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="2,4,8,16", help="comma-separated N (NxN) or RxC sizes (default: 2,4,8,16)")
+    p.add_argument("--precisions", default="int8,int4",
+                   help="comma-separated: int8 (array without INT4 mode), int4 (with it); default: int8,int4")
+    p.add_argument("--target", default="ecp5-85f", help=f"one of {', '.join(TARGETS)} (default: ecp5-85f)")
+    p.add_argument("--top", default="array", choices=("array", "accel"), help="what to synthesize (default: array)")
+    p.add_argument("--freq", type=float, default=None, help="nextpnr clock constraint in MHz (default: target's)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
+    p.add_argument("--out", default="build/synth_sweep", help="output directory (default: build/synth_sweep)")
+    args = p.parse_args(argv)
+
+    if args.target not in TARGETS:
+        raise SystemExit(f"synth_sweep: error: unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    sizes = [_size(s) for s in _parse_list(args.sizes, "sizes")]
+    precisions = _parse_list(args.precisions, "precisions", ("int8", "int4"))
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    t0 = time.monotonic()
+    for rows, cols in sizes:
+        for prec in precisions:
+            tag = f"{rows}x{cols}_{prec}"
+            print(f"=== {tag} ({time.monotonic() - t0:.0f}s elapsed)", file=sys.stderr, flush=True)
+            config = QTAConfig(rows=rows, cols=cols, int4=(prec == "int4"))
+            try:
+                r = synthesize_config(config, top=args.top, target=args.target, freq_mhz=args.freq, seed=args.seed,
+                                      workdir=os.path.join(args.out, "work", tag))
+            except ToolError as exc:
+                r = {"rows": rows, "cols": cols, "macs": rows * cols, "target": args.target,
+                     "error": f"{exc.stage}: " + " / ".join(exc.lines[-3:])}
+                print(f"    failed: {r['error']}", file=sys.stderr)
+            r["precision"] = prec
+            r.pop("utilization", None)
+            results.append(r)
+            with open(os.path.join(args.out, "sweep.json"), "w") as f:
+                json.dump(results, f, indent=2, sort_keys=True)
+                f.write("\n")
+            with open(os.path.join(args.out, "sweep.md"), "w") as f:
+                f.write(markdown_table(results))
+            plot(results, os.path.join(args.out, "sweep.png"))
+    print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Runtime backends: engines that run every GEMM and requantization as a command program.
+
+``TiledEngine`` implements :class:`cdmqta.sw.engine.Engine` on top of the tiler: ``_gemm`` maps the GEMM
+(:func:`cdmqta.sw.tiler.plan_gemm`), writes the operands into a host-memory image, executes the program and reads
+C back as int32; ``_requant`` loads the INT32 rows into the accumulator and STOREs them through the requantization
+epilogue (:func:`cdmqta.sw.tiler.plan_requant`). Subclasses only say how a program executes:
+
+- :class:`GoldenBackend` -- the ISA emulator (:mod:`cdmqta.sw.emulator`), cycles from the tiler's cost model;
+- ``RtlBackend`` (:mod:`cdmqta.sw.rtl_backend`) -- the generated Verilog on Verilator through cocotb, cycles from
+  the hardware's counters.
+
+Every call appends a :class:`GemmStat` to ``engine.stats`` (dataflow, cycles, utilization = ideal / cycles, and,
+with ``compare=True``, ``bit_exact`` against :class:`cdmqta.sw.engine.TorchEngine` on the same inputs).
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .engine import Engine, TorchEngine
+
+__all__ = ["GemmStat", "TiledEngine", "GoldenBackend", "ProgramError"]
+
+
+class ProgramError(RuntimeError):
+    """A program that the accelerator (or the emulator) stopped with a non-OK status."""
+
+
+@dataclass
+class GemmStat:
+    kind: str               # "gemm" or "requant"
+    name: str
+    m: int
+    n: int
+    k: int
+    precision: str
+    dataflow: str           # ws / os / is, or "requant"
+    cycles: int
+    ideal: float
+    utilization: float
+    bit_exact: object       # True / False, or None without compare
+    commands: int
+    est_cycles: int         # the tiler's cost model
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class TiledEngine(Engine):
+    """Engine that runs each call as a tiled command program; subclasses implement :meth:`execute`.
+
+    config    -- the accelerator's :class:`cdmqta.hw.QTAConfig`.
+    dataflow  -- None (the tiler chooses per GEMM), "ws" / "os" / "is" for all GEMMs, or {gemm name: dataflow}
+                 (the name's part after the last ":" also matches, e.g. {"dA": "ws"}).
+    compare   -- also run each call on a TorchEngine and record ``bit_exact``.
+    cost      -- cost model passed to the tiler (default: :func:`cdmqta.sw.tiler.estimate_cycles`).
+    """
+
+    cycles_source = "model"
+
+    def __init__(self, config, dataflow=None, compare=True, cost=None, host_words=None):
+        super().__init__()
+        self.config = config
+        self.dataflow = dataflow
+        self.compare = compare
+        self.cost = cost
+        self.host_words = host_words
+        self.stats = []
+        self._reference = TorchEngine()
+
+    # -- what subclasses implement --------------------------------------------------------------------------
+
+    def execute(self, plan, host):
+        """Run ``plan.program`` on host memory image ``host`` (uint8 [words, 4*lanes], modified in place, at least
+        the result region); return {"status", "error_index", "cycles"}."""
+        raise NotImplementedError
+
+    # -- engine methods -------------------------------------------------------------------------------------
+
+    def _dataflow_for(self, name):
+        d = self.dataflow
+        if d is None or isinstance(d, str):
+            return d
+        if name in d:
+            return d[name]
+        return d.get(name.rsplit(":", 1)[-1])
+
+    def _run(self, plan, kind, name):
+        if self.host_words is not None and plan.host_end > self.host_words:
+            raise ProgramError(f"{kind} {name}: needs {plan.host_end} host words, the memory has {self.host_words}")
+        host = np.zeros((plan.host_end, 4 * self.config.lanes), np.uint8)
+        return host
+
+    def _gemm(self, name, a, b, precision):
+        from .tiler import GemmSpec, plan_gemm
+        m, k = a.shape
+        n = b.shape[1]
+        plan = plan_gemm(GemmSpec(m, n, k, precision, name=name), self.config,
+                         dataflow=self._dataflow_for(name), cost=self.cost)
+        host = self._run(plan, "gemm", name)
+        plan.pack_host(a.cpu().numpy(), b.cpu().numpy(), host)
+        res = self._checked(plan, host, name)
+        out = torch.from_numpy(plan.read_result(host).astype(np.int32))
+        exact = None
+        if self.compare:
+            exact = torch.equal(out, self._reference._gemm(name, a, b, precision))
+        cycles = int(res["cycles"])
+        self.stats.append(GemmStat("gemm", name, m, n, k, precision, plan.dataflow, cycles, plan.ideal,
+                                   plan.ideal / cycles if cycles else 0.0, exact, len(plan.program), plan.est_cycles))
+        return out
+
+    def _requant(self, name, acc, mult, shift, bits, rounding, seed):
+        from .tiler import Epilogue, plan_requant
+        m, n = acc.shape
+        ep = Epilogue(out="int8" if bits == 8 else "int4", mult=mult, shift=shift, rounding=rounding, seed=seed)
+        plan = plan_requant(m, n, ep, self.config, cost=self.cost)
+        host = self._run(plan, "requant", name)
+        plan.pack_host(acc.cpu().numpy(), host)
+        res = self._checked(plan, host, name)
+        out = torch.from_numpy(plan.read_result(host))
+        exact = None
+        if self.compare:
+            exact = torch.equal(out, self._reference._requant(name, acc, mult, shift, bits, rounding, seed))
+        cycles = int(res["cycles"])
+        self.stats.append(GemmStat("requant", name, m, n, 0, f"int{bits}", "requant", cycles, 0.0, 0.0, exact,
+                                   len(plan.program), plan.est_cycles))
+        return out
+
+    def _checked(self, plan, host, name):
+        from ..hw.isa import Status
+        res = self.execute(plan, host)
+        if res["status"] != Status.OK:
+            raise ProgramError(f"{name}: the program stopped at command {res['error_index']} with status "
+                               f"{Status(res['status']).name}")
+        return res
+
+    # -- reporting ------------------------------------------------------------------------------------------
+
+    @property
+    def all_bit_exact(self):
+        return all(s.bit_exact is not False for s in self.stats)
+
+    def table(self):
+        """Per-call lines: name, shape, dataflow, cycles, utilization, bit-exact."""
+        lines = [f"{'call':24s} {'M':>5s} {'N':>5s} {'K':>5s} {'dataflow':>8s} {'cycles':>8s} {'util':>6s}  bit-exact"]
+        for s in self.stats:
+            util = f"{s.utilization:6.3f}" if s.kind == "gemm" else "     -"
+            exact = {True: "yes", False: "NO", None: "-"}[s.bit_exact]
+            k = str(s.k) if s.kind == "gemm" else "-"
+            lines.append(f"{s.kind + ' ' + s.name:24s} {s.m:5d} {s.n:5d} {k:>5s} {s.dataflow:>8s} {s.cycles:8d} "
+                         f"{util}  {exact}")
+        return "\n".join(lines)
+
+
+class GoldenBackend(TiledEngine):
+    """The ISA emulator as an engine: the tiler's programs run on :class:`cdmqta.sw.emulator.Emulator`."""
+
+    cycles_source = "model"
+
+    def execute(self, plan, host):
+        from .emulator import Emulator
+        em = Emulator(self.config, host=host)
+        status = em.run(plan.program)
+        return {"status": status, "error_index": em.bad_index, "cycles": plan.est_cycles}

@@ -1,0 +1,138 @@
+"""Controller decode / status / small programs on the whole SimTop in the Amaranth simulator (tiny arrays).
+
+Every program also runs on the ISA emulator (sw/emulator.py); status, failing index and host memory must match.
+"""
+
+import numpy as np
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from cdmqta.hw.config import QTAConfig
+from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Status, encode
+from cdmqta.hw.top import SimTop
+from cdmqta.sw.emulator import Emulator
+from cdmqta.sw.rtl_driver import pack_rows
+
+HOST_WORDS, CMD_WORDS = 64, 64
+
+
+def run_sim(cfg, host_rows, program, max_cycles=4000):
+    """host_rows: {addr: (kind, rows)}. Returns (status, error_index, host words, counters)."""
+    dut = SimTop(cfg, host_words=HOST_WORDS, cmd_words=CMD_WORDS)
+    result = {}
+
+    async def bench(ctx):
+        host_mem = dut.host_mem
+        cmd_mem = dut.cmd_mem
+        for addr, (kind, rows) in host_rows.items():
+            for i, w in enumerate(pack_rows(rows, kind, cfg.lanes)):
+                ctx.set(host_mem.data[addr + i], w)
+        for i, w in enumerate(program):
+            ctx.set(cmd_mem.data[i], w)
+        ctx.set(dut.n_cmds, len(program))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await ctx.tick()
+        for _ in range(max_cycles):
+            if ctx.get(dut.done):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError("done never rose")
+        result["status"] = Status(ctx.get(dut.status))
+        result["index"] = ctx.get(dut.error_index)
+        result["host"] = [ctx.get(host_mem.data[i]) for i in range(HOST_WORDS)]
+        result["counters"] = {c: ctx.get(getattr(dut, c)) for c in ("busy_cycles", "macs", "stall_cycles",
+                                                                     "compute_cycles")}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return result
+
+
+
+
+def emulate(cfg, host_rows, program):
+    emu = Emulator(cfg, host_words=HOST_WORDS)
+    for addr, (kind, rows) in host_rows.items():
+        for i, w in enumerate(pack_rows(rows, kind, cfg.lanes)):
+            emu.host[addr + i] = np.frombuffer(w.to_bytes(4 * cfg.lanes, "little"), np.uint8)
+    status = emu.run(program)
+    host = [int.from_bytes(emu.host[i].tobytes(), "little") for i in range(HOST_WORDS)]
+    return Status(status), emu.bad_index, host, emu
+
+
+def check(cfg, host_rows, program):
+    got = run_sim(cfg, host_rows, program)
+    status, index, host, emu = emulate(cfg, host_rows, program)
+    assert got["status"] == status
+    if status != Status.OK:
+        assert got["index"] == index
+    bad = [i for i in range(HOST_WORDS) if got["host"][i] != host[i]]
+    assert not bad, f"host words differ at {bad}"
+    return got
+
+
+CFG = QTAConfig(rows=2, cols=3, sp_rows=16, sp_banks=2, acc_rows=16, acc_banks=2, host_addr_width=8)
+
+
+@pytest.mark.parametrize("dataflow", [Dataflow.WS, Dataflow.OS])
+def test_small_gemm_and_counters(dataflow):
+    rng = torch.Generator().manual_seed(int(dataflow))
+    M, N, K = 3, 3, 2
+    a = torch.randint(-128, 128, (M, K), generator=rng).numpy()
+    b = torch.randint(-128, 128, (K, N), generator=rng).numpy()
+    host = {0: ("int8", a), 8: ("int8", b), 16: ("int8", a.T)}
+    if dataflow == Dataflow.WS:
+        prog = [encode(Op.LOAD, sp_addr=0, rows=M, host_addr=0, host_stride=1),
+                encode(Op.LOAD, sp_addr=8, rows=K, host_addr=8, host_stride=1),
+                encode(Op.PRELOAD, b_addr=8, k=K, n=N),
+                encode(Op.COMPUTE, dataflow=Dataflow.WS, a_addr=0, c_addr=0, m=M, n=N, k=K)]
+        beats = M
+    else:
+        # OS: m <= rows = 2: two row tiles.
+        prog = [encode(Op.LOAD, sp_addr=0, rows=K, host_addr=16, host_stride=1),
+                encode(Op.LOAD, sp_addr=4, rows=K, host_addr=8, host_stride=1),
+                encode(Op.COMPUTE, dataflow=Dataflow.OS, a_addr=0, b_addr=4, c_addr=0, m=2, n=N, k=K)]
+        # rows 2.. of A: A^T rows with lanes shifted (load from a second copy of A^T's columns 2..)
+        host[24] = ("int8", a[2:].T)
+        prog += [encode(Op.LOAD, sp_addr=8, rows=K, host_addr=24, host_stride=1),
+                 encode(Op.COMPUTE, dataflow=Dataflow.OS, a_addr=8, b_addr=4, c_addr=2, m=1, n=N, k=K)]
+        beats = 2 * K
+    prog.append(encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=M, cols=N, host_addr=32, host_stride=1))
+    got = check(CFG, host, prog)
+    assert got["status"] == Status.OK
+    words = got["host"][32:32 + M]
+    c = np.array([[((w >> (32 * j)) & 0xFFFFFFFF) for j in range(N)] for w in words], np.int64)
+    c = np.where(c >= 1 << 31, c - (1 << 32), c)
+    assert np.array_equal(c, a @ b)
+    assert got["counters"]["macs"] == M * N * K
+    assert got["counters"]["compute_cycles"] == beats
+    assert got["counters"]["busy_cycles"] > beats
+
+
+@pytest.mark.parametrize("bad,status", [
+    (0xE, Status.BAD_OPCODE),
+    (encode(Op.CONFIG, shift=63), Status.BAD_FIELD),
+    (encode(Op.STORE, out=3, rows=1, cols=1), Status.BAD_FIELD),
+    (encode(Op.LOAD, rows=0), Status.ZERO_SIZE),
+    (encode(Op.COMPUTE, dataflow=Dataflow.OS, m=1, n=1, k=0), Status.ZERO_SIZE),
+    (encode(Op.COMPUTE, dataflow=Dataflow.OS, m=3, n=1, k=1), Status.TILE_TOO_LARGE),
+    (encode(Op.PRELOAD, k=1, n=4), Status.TILE_TOO_LARGE),
+    (encode(Op.LOAD, sp_addr=15, rows=2), Status.ADDR_RANGE),
+    (encode(Op.LOAD, rows=2, host_addr=60, host_stride=4), Status.ADDR_RANGE),
+    (encode(Op.STORE, acc_addr=0, rows=1, cols=1, host_addr=HOST_WORDS), Status.ADDR_RANGE),
+    (encode(Op.COMPUTE, dataflow=Dataflow.WS, m=1, n=1, k=1), Status.BAD_FIELD),   # WS without PRELOAD
+])
+def test_status_and_stop(bad, status):
+    host = {0: ("int8", np.ones((1, CFG.lanes), np.int64))}
+    prog = [encode(Op.LOAD, sp_addr=0, rows=1, host_addr=0, host_stride=1), bad,
+            encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=1, cols=1, host_addr=40, host_stride=1)]
+    got = run_sim(CFG, host, prog)
+    assert got["status"] == status
+    assert got["index"] == 1
+    assert got["host"][40] == 0, "the command after the error ran"

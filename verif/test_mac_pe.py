@@ -1,0 +1,189 @@
+"""MAC, PE and a small array in the Amaranth simulator against Python integers (fast unit tests)."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from cdmqta.hw.array import Array
+from cdmqta.hw.array_schedule import Tile, schedule, simulate, _mac, _sx
+from cdmqta.hw.config import QTAConfig
+from cdmqta.hw.mac import MAC
+from cdmqta.hw.pe import PE
+
+EXTREMES8 = [-128, -127, -1, 0, 1, 126, 127]
+NIBBLES = [-8, -7, -1, 0, 1, 6, 7]
+
+
+def nib(lo, hi):
+    b = ((hi & 0xF) << 4) | (lo & 0xF)
+    return b - 256 if b & 0x80 else b
+
+
+def run(dut, testbench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def mac_vectors(rng, n):
+    v = [(a, b, 0) for a in EXTREMES8 for b in EXTREMES8]
+    v += [(nib(a0, a1), nib(b0, b1), 1) for a0 in NIBBLES for a1 in NIBBLES for b0 in (-8, 7, -1) for b1 in (-8, 7, 0)]
+    v += [(rng.randint(-128, 127), rng.randint(-128, 127), rng.randint(0, 1)) for _ in range(n)]
+    return v
+
+
+@pytest.mark.parametrize("acc_width", [32, 36])
+def test_mac_int8_int4(acc_width):
+    rng = random.Random(acc_width)
+    vectors = mac_vectors(rng, 1500)
+    addends = [rng.choice([0, 1, -1, (1 << (acc_width - 1)) - 1, -(1 << (acc_width - 1)), rng.randint(-10**6, 10**6)])
+               for _ in vectors]
+    dut = MAC(acc_width, int4=True)
+    seen = []
+
+    async def tb(ctx):
+        for x, (a, b, int4) in enumerate(vectors + [(0, 0, 0)]):
+            if x:
+                ctx.set(dut.addend, addends[x - 1])
+                seen.append(ctx.get(dut.sum))
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.int4, int4)
+            await ctx.tick()
+
+    run(dut, tb)
+    expect = [_sx(ad + _mac(a, b, i4), acc_width) for (a, b, i4), ad in zip(vectors, addends)]
+    assert seen == expect
+
+
+def test_mac_int8_only_build():
+    rng = random.Random(3)
+    vectors = [(a, b) for a in EXTREMES8 for b in EXTREMES8] + [(rng.randint(-128, 127), rng.randint(-128, 127)) for _ in range(300)]
+    dut = MAC(32, int4=False)
+    seen = []
+
+    async def tb(ctx):
+        for x, (a, b) in enumerate(vectors + [(0, 0)]):
+            if x:
+                seen.append(ctx.get(dut.sum))
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.int4, 1)   # ignored without the INT4 mode
+            await ctx.tick()
+
+    run(dut, tb)
+    assert seen == [a * b for a, b in vectors]
+
+
+@pytest.mark.parametrize("precision", [0, 1])
+def test_pe_ws_and_os(precision):
+    """One PE: preload weights by shift, WS psum, OS accumulate with `first`, drain through the chain."""
+    rng = random.Random(10 + precision)
+    lim = 7 if precision else 127
+
+    def lane():
+        if precision:
+            return nib(rng.choice(NIBBLES + [rng.randint(-8, 7)]), rng.choice(NIBBLES + [rng.randint(-8, 7)]))
+        return rng.choice(EXTREMES8 + [rng.randint(-128, 127)])
+
+    dut = PE(32, int4=True)
+    log = {}
+
+    def ctrl(**kw):
+        c = dict(compute=0, shift=0, dataflow=0, precision=precision, sel=0, first=0)
+        c.update(kw)
+        return c
+
+    async def step(ctx, a=0, b=0, d=0, psum=0, **kw):
+        ctx.set(dut.a_in, a)
+        ctx.set(dut.b_in, b)
+        ctx.set(dut.d_in, d)
+        ctx.set(dut.psum_in, psum)
+        ctx.set(dut.ctrl_in, ctrl(**kw))
+        await ctx.tick()
+
+    w0, w1 = lane(), lane()
+    a_ws = [lane() for _ in range(6)]
+    psums = [rng.randint(-10**6, 10**6) for _ in range(6)]
+    a_os, b_os = [lane() for _ in range(9)], [lane() for _ in range(9)]
+
+    async def tb(ctx):
+        # preload w0 into c[1] (beat sel=0 targets c[1]) and w1 into c[0] (sel=1 targets c[0])
+        await step(ctx, d=w0, shift=1, sel=0)
+        await step(ctx, d=w1, shift=1, sel=1)
+        out = []
+        for x, a in enumerate(a_ws):
+            # alternate buffers (weight = c[sel]); stage 2 of beat x-1 adds psum_in in this same cycle
+            await step(ctx, a=a, compute=1, sel=x % 2, psum=psums[x - 1] if x else 0)
+            if x:
+                out.append(ctx.get(dut.psum_out))
+        await step(ctx, psum=psums[-1])
+        out.append(ctx.get(dut.psum_out))
+        log["ws"] = out
+        # OS: accumulate 9 products in c[1] (sel=1), `first` on the first one; then drain c[1] with sel=0
+        for t in range(9):
+            await step(ctx, a=a_os[t], b=b_os[t], compute=1, dataflow=1, sel=1, first=int(t == 0))
+        await step(ctx)   # H2: no shift right after an OS compute beat of the other sel
+        await step(ctx, d=5, shift=1, sel=0)
+        log["drain"] = ctx.get(dut.d_out)
+        await step(ctx, d=0, shift=1, sel=0)
+        log["shifted_in"] = ctx.get(dut.d_out)
+
+    run(dut, tb)
+    weights = [w1, w0]  # c[0] = w1, c[1] = w0
+    assert log["ws"] == [_sx(ps + _mac(a, weights[x % 2], precision), 32) for x, (a, ps) in enumerate(zip(a_ws, psums))]
+    assert log["drain"] == sum(_mac(a, b, precision) for a, b in zip(a_os, b_os))
+    assert log["shifted_in"] == 5
+
+
+def _rand_tile(rng, df, prec, R, C):
+    lim = 7 if prec == "int4" else 127
+    kmax = R * (2 if prec == "int4" else 1) if df == "ws" else 11
+    m = rng.randint(1, 6) if df == "ws" else rng.randint(1, R)
+    k, n = rng.randint(1, kmax), rng.randint(1, C)
+    pick = lambda: rng.choice([-lim - 1, lim, rng.randint(-lim - 1, lim)])
+    return Tile(df, prec, [[pick() for _ in range(k)] for _ in range(m)], [[pick() for _ in range(n)] for _ in range(k)])
+
+
+@pytest.mark.parametrize("rows,cols", [(3, 2), (2, 4), (1, 1)])
+def test_array_against_schedule(rows, cols):
+    """The Amaranth array emits every predicted row at the predicted cycle, equal to the tile products."""
+    rng = random.Random(rows * 10 + cols)
+    tiles = [_rand_tile(rng, rng.choice(["ws", "os"]), rng.choice(["int8", "int4"]), rows, cols) for _ in range(14)]
+    sched = schedule(tiles, rows, cols)
+    dut = Array(QTAConfig(rows=rows, cols=cols))
+    got = {"ws": [], "drain": []}
+    busy = []
+
+    async def tb(ctx):
+        fields = ("compute", "shift", "dataflow", "precision", "sel", "first")
+        for cyc in range(sched.cycles + 2):
+            if cyc < len(sched.beats):
+                bt = sched.beats[cyc]
+                ctx.set(dut.a, bt.a)
+                ctx.set(dut.b, bt.b)
+                ctx.set(dut.d, bt.d)
+                ctx.set(dut.ctrl, {f: getattr(bt, f) for f in fields})
+            else:
+                ctx.set(dut.ctrl, {f: 0 for f in fields})
+            if ctx.get(dut.ws_valid):
+                got["ws"].append((cyc, [int(v) for v in ctx.get(dut.ws_row)]))
+            if ctx.get(dut.drain_valid):
+                got["drain"].append((cyc, [int(v) for v in ctx.get(dut.drain_row)]))
+            busy.append(ctx.get(dut.busy))
+            await ctx.tick()
+        busy.append(ctx.get(dut.cycles))
+
+    run(dut, tb)
+    ws_model, drain_model = simulate(sched.beats, rows, cols)
+    assert [r for _, r in got["ws"]] == ws_model
+    assert [r for _, r in got["drain"]][: len(drain_model)] == drain_model
+    for o in sched.outputs:
+        port = got[o.port]
+        assert port[o.index][0] == o.cycle, o
+    res = sched.results([r for _, r in got["ws"]], [r for _, r in got["drain"]])
+    assert res == [t.result() for t in tiles]
+    assert busy[sched.cycles - 1] == 1 and busy[sched.cycles] == 0
+    assert busy[-1] == sched.cycles - 1

@@ -1,0 +1,167 @@
+"""FPGA flow (cdmqta.synth): the host-link wrapper in simulation, yosys/nextpnr runs of a 2x2 array, bad input.
+
+The ``synth`` tests run the YoWASP tools (the first call compiles WebAssembly, ~1 min with a cold cache);
+together they take well under 2 minutes with a warm cache.
+"""
+
+import json
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from cdmqta.cli import main as cli_main
+from cdmqta.synth.flow import ToolError, synthesize
+from cdmqta.synth.wrapper import HostLinkWrapper
+
+
+class _Mac(wiring.Component):
+    """A registered signed 8x8 multiply-accumulate (one multiplier)."""
+
+    a: In(signed(8))
+    b: In(signed(8))
+    acc: Out(signed(24))
+
+    def elaborate(self, platform):
+        m = Module()
+        prod = Signal(signed(16))
+        m.d.sync += [prod.eq(self.a * self.b), self.acc.eq(self.acc + prod)]
+        return m
+
+
+class _MacRow(wiring.Component):
+    def __init__(self, n):
+        self._n = n
+        super().__init__({"a": In(signed(8)).array(n), "b": In(signed(8)).array(n), "acc": Out(signed(24)).array(n)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for i in range(self._n):
+            m.submodules[f"mac{i}"] = mac = _Mac()
+            m.d.comb += [mac.a.eq(self.a[i]), mac.b.eq(self.b[i]), self.acc[i].eq(mac.acc)]
+        return m
+
+
+class _Comb(wiring.Component):
+    """Combinational test design: 13 input bits, 21 output bits, every output depends on inputs."""
+
+    x: In(13)
+    y: Out(21)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.y.eq(self.x * 181 + 7)
+        return m
+
+
+def test_wrapper_shift_chain_and_xor_fold():
+    """The chain delivers the shifted-in bits to the design inputs; ``result`` is the XOR fold of its outputs."""
+    dut = _Comb()
+    top = HostLinkWrapper(dut, link_width=4)
+    ov = top.overhead()
+    assert (ov["in_bits"], ov["out_bits"], ov["xor_stages"]) == (13, 21, 2)  # 6 words -> 2 -> 1
+    rng = random.Random(5)
+    words = [rng.randrange(16) for _ in range(4)]   # chain of 4 words, word 0 is shifted in last
+
+    def fold(value):
+        out = 0
+        for k in range(0, 21, 4):
+            out ^= (value >> k) & 0xF
+        return out
+
+    async def bench(ctx):
+        for w in reversed(words):
+            ctx.set(top.shift_en, 1)
+            ctx.set(top.shift_in, w)
+            await ctx.tick()
+        ctx.set(top.shift_en, 0)
+        x = sum(w << (4 * i) for i, w in enumerate(words)) & 0x1FFF
+        assert ctx.get(dut.x) == x
+        for _ in range(1 + ov["xor_stages"]):
+            await ctx.tick()
+        assert ctx.get(top.result) == fold((x * 181 + 7) & ((1 << 21) - 1))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_wrapper_rejects_non_component():
+    with pytest.raises(TypeError, match="wiring.Component"):
+        HostLinkWrapper(Module())
+    with pytest.raises(ValueError, match="link_width"):
+        HostLinkWrapper(_Comb(), link_width=0)
+
+
+@pytest.mark.synth
+def test_cli_ecp5_2x2_int8(tmp_path, capsys):
+    """2x2 INT8 array on ECP5-85F: one MULT18X18D per MAC, positive Fmax, a critical path, tool versions."""
+    out = tmp_path / "r.json"
+    rc = cli_main(["synth", "--target", "ecp5-85f", "--rows", "2", "--cols", "2", "--no-int4", "--quiet",
+                   "--workdir", str(tmp_path / "w"), "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["fmax_mhz"] > 20 and r["lut"] > 100 and r["ff"] > 100
+    assert r["dsp"] == 4 and r["dsp_per_mac"] == 1.0 and r["lut_multipliers"] == 0
+    assert r["bram"] == 0
+    assert r["critical_path"]["from"] and r["critical_path"]["to"] and r["critical_path"]["delay_ns"] > 0
+    assert abs(1000.0 / r["critical_path"]["delay_ns"] - r["fmax_mhz"]) < 0.05 * r["fmax_mhz"]
+    assert {"yosys", "nextpnr"} <= set(r["tools"])
+    assert (r["rows"], r["cols"], r["int4"], r["target"]) == (2, 2, False, "ecp5-85f")
+    table = capsys.readouterr().out
+    assert "ecp5-85f" in table and f"{r['fmax_mhz']:.1f}" in table
+
+
+@pytest.mark.synth
+def test_cli_ice40_2x2_int4(tmp_path):
+    """The INT8+INT4 array packs both INT4 products of a lane pair into the one multiplier: 4 SB_MAC16 for 2x2."""
+    out = tmp_path / "r.json"
+    rc = cli_main(["synth", "--target", "ice40-up5k", "--rows", "2", "--cols", "2", "--int4", "--quiet",
+                   "--workdir", str(tmp_path / "w"), "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["dsp"] == 4 and r["fmax_mhz"] > 5 and r["lut"] > 100 and r["ff"] > 100
+
+
+@pytest.mark.synth
+def test_dsp_limit_builds_excess_multipliers_from_luts(tmp_path):
+    r = synthesize(_MacRow(3), target="ice40-up5k", workdir=tmp_path, dsp_limit=1,
+                   progress=_quiet())
+    assert r["dsp"] == 1 and r["lut_multipliers"] == 2
+    r_all = synthesize(_MacRow(3), target="ice40-up5k", workdir=tmp_path / "all", progress=_quiet())
+    assert r_all["dsp"] == 3 and r_all["lut_multipliers"] == 0
+    assert r["lut"] > r_all["lut"] + 2 * 40        # an 8x8 multiplier costs dozens of LUT4s
+
+
+@pytest.mark.synth
+def test_failed_tool_run_reports_its_error(tmp_path):
+    """9 multipliers on the 8-DSP iCE40UP5K without the DSP budget: nextpnr fails, ToolError has its message."""
+    with pytest.raises(ToolError) as info:
+        synthesize(_MacRow(9), target="ice40-up5k", workdir=tmp_path, dsp_limit=None, progress=_quiet())
+    assert info.value.stage == "nextpnr" and info.value.returncode != 0
+    assert any("ICESTORM_DSP" in line or "SB_MAC16" in line for line in info.value.lines), info.value.lines
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--target", "virtex-7"], "unknown target 'virtex-7'"),
+    (["--rows", "0"], "rows=0"),
+    (["--cols", "200"], "cols=200"),
+    (["--freq", "0"], "--freq 0"),
+    (["--top", "cpu"], "unknown top 'cpu'"),
+    (["--board", "arty"], "unknown board 'arty'"),
+])
+def test_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
+    rc = cli_main(["synth", "--workdir", str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert needle in err and len(err.splitlines()) == 1, err
+
+
+def _quiet():
+    from cdmqta.synth.flow import Progress
+    return Progress(quiet=True)
