@@ -72,8 +72,11 @@ do two jobs at once: their first m_i drain tile i if it was OS, their last k_{i+
 Per tile window q = max(m_i [OS], k_{i+2} [WS]) shifts are needed; they ride on the compute beats of tile i+1
 (except its first beat if tile i was OS, H2); extra shift-only beats (compute=0, sel of tile i+1) are appended
 after tile i+1's compute beats when tile i+1 is shorter. A sequence of tiles costs
-sum_i max(beats_i, shifts needed in its window [+1 if the previous tile was OS]) + LATENCY (+ the first tile's
-preload if it is WS) cycles; dataflow and precision may change on any beat (they travel with it).
+  sum_i max(beats_i, q_i [+1 if tile i-1 was OS]) + LATENCY
+  + k_lanes_0 if the first tile is WS (its preload) + 1 + m_last if the last tile is OS (H2 bubble + drain)
+cycles, where beats_i = m (WS) or k_lanes (OS) and q_i = the shifts its window carries; dataflow and precision
+may change on any beat (they travel with it). Example: 64x64x64 INT8 on 8x8 = 4096 ideal cycles; WS tiling
+(8x8 weights, M=64 streamed) 4096 + 8 + 17 = 4121 cycles, OS tiling (8x8 outputs, K=64 streamed) 4122.
 
 Hazard rules (the controller must obey; array_schedule obeys and checks them)
 --------------------------------------------------------------------------
@@ -88,6 +91,10 @@ H4  ``sel`` flips exactly at tile boundaries (consecutive tiles use opposite buf
     constant. Bubbles (compute=0, shift=0) may be inserted anywhere without changing results.
 H5  OS: ``first`` is 1 on exactly the first compute beat of each OS tile.
 There is no back-pressure: outputs appear LATENCY cycles after their beats, whatever comes later.
+
+Reset clears the pipeline's control (no beat in flight) and the stationary registers. The array always has
+both dataflows' datapaths (they share the MAC; ``QTAConfig.dataflows`` only restricts what the controller
+accepts). WS partial sums for split K (k > rows) are added outside the array (accumulator memory).
 
 Timing: every PE-to-PE signal is registered; the multiplier output is registered (one DSP per MAC on ECP5,
 MULT18X18D), which is the +1 in LATENCY. The input skew and output de-skew are register chains inside.

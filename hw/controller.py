@@ -19,14 +19,15 @@ store units (:mod:`cdmqta.hw.dma`).
 * Dispatch: LOAD -> load queue (16 deep), PRELOAD / COMPUTE -> execute queue (16), STORE -> store queue (8, with a
   snapshot of the CONFIG state, so CONFIG never waits for the units), CONFIG / NOP take one cycle, FENCE waits
   until every unit is idle. Each queue is in order; the units run concurrently.
-* Scoreboard (all automatic, by counters of issued / completed commands of each kind; no FENCE is needed for
-  correctness): a PRELOAD / COMPUTE starts after every earlier LOAD has completed (RAW on the scratchpad and
-  accumulator), a COMPUTE also after every earlier STORE has read its accumulator rows (WAR); a STORE starts
-  after every earlier LOAD and COMPUTE has completed (its rows are written); a LOAD starts after every earlier
-  PRELOAD / COMPUTE has issued its scratchpad reads (WAR), after every earlier STORE has completed (RAW through
-  host memory), and, if it writes the accumulator, after every earlier COMPUTE has completed. So for overlap a
-  program places a tile's LOADs ahead of the computes before it (double buffering), and a tile's STORE after
-  the next tile's COMPUTE (double-buffered accumulator rows).
+* Scoreboard (automatic; FENCE is never needed for correctness, only to wait for the host): a command at the
+  head of its queue waits for the OLDER in-flight commands of the other queues that touch the same rows: a
+  PRELOAD / COMPUTE for LOADs into its scratchpad rows (RAW) or its accumulator rows, and a COMPUTE for STOREs
+  still reading its accumulator rows (WAR); a STORE for COMPUTEs writing its accumulator rows and LOADs into
+  them (RAW) and LOADs still reading its host words (WAR); a LOAD for PRELOAD / COMPUTEs still reading its
+  scratchpad rows (WAR), STOREs still writing its host words (RAW), and, into the accumulator, COMPUTEs and
+  STOREs using its rows. Exact row ranges, kept in tables of the last 32 commands of each kind (host ranges of
+  strided transfers include the gaps). So a program overlaps loads, computes and stores by placing the LOADs
+  of later tiles ahead (into other rows) and a tile's STORE after the next tile's COMPUTE (double buffers).
 * Performance counters (64 bit, per run): ``busy_cycles`` (start to done), ``macs`` (m*n*k of dispatched
   COMPUTEs, in elements of their precision), ``compute_cycles`` (compute beats streamed into the array),
   ``stall_cycles`` (cycles in which the execute unit issued no beat because its next command waited for a load
@@ -91,12 +92,8 @@ ExecCmd = data.StructLayout({
     "n": 8,
     "steps": 16,        # K lanes (WS, PRELOAD) or K beats (OS): k, or ceil(k/2) in INT4
     "nib": 1,           # INT4 with an odd k: the high nibble of the last K lane is not an element
+    "seq": 16,          # execute-command sequence number (reported back when its scratchpad reads are done)
 })
-
-
-def _after(done, tag):
-    """All commands counted before ``tag`` are done (16-bit wrapping counters)."""
-    return (done - tag)[:16] < (1 << 15)
 
 
 def _fifo_depth(n):
@@ -129,8 +126,8 @@ class ExecuteUnit(wiring.Component):
             "sp_r_data": In(8 * cfg.lanes).array(3),
             "acc_valid": Out(1), "acc_addr": Out(acc_aw), "acc_data": Out(row), "acc_mask": Out(C),
             "acc_accumulate": Out(1),
-            "pre_read_done": Out(1), "comp_read_done": Out(1), "comp_done": Out(1),
-            "idle": Out(1), "beat_compute": Out(1), "beat_any": Out(1),
+            "pre_read_done": Out(1), "pre_read_seq": Out(16), "comp_read_done": Out(1), "comp_read_seq": Out(16),
+            "comp_done": Out(1), "idle": Out(1), "beat_compute": Out(1), "beat_any": Out(1),
         })
 
     def elaborate(self, platform):
@@ -149,6 +146,7 @@ class ExecuteUnit(wiring.Component):
         c_act, c_df, c_prec, c_acc, c_nib = Signal(), Signal(), Signal(), Signal(), Signal()
         c_a, c_b, c_c, c_m, c_steps, c_t, c_beats = (Signal(16, name=f"c_{x}") for x in "abcmstn")
         c_n = Signal(8)
+        c_seq, p_seq = Signal(16), Signal(16)
         # drain job (the previous window's OS tile)
         dr_rem = Signal(range(R + 1))
         dr_c, dr_n, dr_acc = Signal(16), Signal(8), Signal()
@@ -257,7 +255,8 @@ class ExecuteUnit(wiring.Component):
         done_d = Signal(2)
         m.d.sync += done_d.eq(Cat(done_d[1], self.acc_valid & wb_tag.last))
         m.d.comb += self.comp_done.eq(done_d[0])
-        m.d.sync += [self.pre_read_done.eq(p_last), self.comp_read_done.eq(c_last)]
+        m.d.sync += [self.pre_read_done.eq(p_last), self.comp_read_done.eq(c_last), self.pre_read_seq.eq(p_seq),
+                     self.comp_read_seq.eq(c_seq)]
 
         # -- job progress ---------------------------------------------------------------------------------
         with m.If(do_comp):
@@ -290,14 +289,15 @@ class ExecuteUnit(wiring.Component):
 
         with m.If(acc_pre):
             m.d.sync += [p_act.eq(1), p_rem.eq(head.steps), p_steps.eq(head.steps), p_b.eq(head.b_addr),
-                         p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps)]
+                         p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps),
+                         p_seq.eq(head.seq)]
         with m.If(acc_comp):
             with m.If(~(join | cont)):
                 flip()
             m.d.sync += [
                 c_act.eq(1), c_t.eq(0), c_df.eq(head.dataflow), c_prec.eq(head.precision), c_acc.eq(head.accumulate),
                 c_nib.eq(head.nib), c_a.eq(head.a_addr), c_b.eq(head.b_addr), c_c.eq(head.c_addr),
-                c_m.eq(head.m), c_n.eq(head.n), c_steps.eq(head.steps),
+                c_m.eq(head.m), c_n.eq(head.n), c_steps.eq(head.steps), c_seq.eq(head.seq),
                 c_beats.eq(Mux(head.dataflow == OS, head.steps, head.m)),
                 win_comp.eq(1), w_os.eq(head.dataflow == OS),
                 w_c.eq(head.c_addr), w_m.eq(head.m), w_n.eq(head.n), w_acc.eq(head.accumulate),
@@ -325,7 +325,8 @@ class Controller(wiring.Component):
             "busy_cycles": Out(64), "macs": Out(64), "stall_cycles": Out(64), "compute_cycles": Out(64),
             "load": Out(stream.Signature(LoadCmd(haw))), "load_done": In(1), "load_busy": In(1),
             "exec": Out(stream.Signature(ExecCmd)),
-            "pre_read_done": In(1), "comp_read_done": In(1), "comp_done": In(1), "exec_idle": In(1),
+            "pre_read_done": In(1), "pre_read_seq": In(16), "comp_read_done": In(1), "comp_read_seq": In(16),
+            "comp_done": In(1), "exec_idle": In(1),
             "beat_compute": In(1), "beat_any": In(1),
             "store": Out(stream.Signature(StoreCmd(haw))),
             "store_read_done": In(1), "store_done": In(1), "store_busy": In(1),
@@ -338,30 +339,87 @@ class Controller(wiring.Component):
         haw = cfg.host_addr_width
 
         # -- completion counters (16-bit, wrapping) and dispatch counters -----------------------------------
-        names = ["load", "pre_read", "comp_read", "comp", "store_read", "store"]
+        names = ["load", "comp", "store_read", "store"]
         done_cnt = {n: Signal(16, name=f"{n}_done_cnt") for n in names}
-        pulses = {"load": self.load_done, "pre_read": self.pre_read_done, "comp_read": self.comp_read_done,
-                  "comp": self.comp_done, "store_read": self.store_read_done, "store": self.store_done}
+        pulses = {"load": self.load_done, "comp": self.comp_done, "store_read": self.store_read_done,
+                  "store": self.store_done}
         for n in names:
             with m.If(pulses[n]):
                 m.d.sync += done_cnt[n].eq(done_cnt[n] + 1)
-        n_load, n_pre, n_comp, n_store = (Signal(16, name=f"{x}_disp_cnt") for x in ("load", "pre", "comp", "store"))
+        n_load, n_exec, n_comp, n_store = (Signal(16, name=f"{x}_disp_cnt") for x in ("load", "exec", "comp", "store"))
 
         # -- queues ---------------------------------------------------------------------------------------
-        LoadEntry = data.StructLayout({"cmd": LoadCmd(haw), "t_pre": 16, "t_comp": 16, "t_store": 16})
-        ExecEntry = data.StructLayout({"cmd": ExecCmd, "t_load": 16, "t_store": 16})
-        StoreEntry = data.StructLayout({"cmd": StoreCmd(haw), "t_load": 16, "t_comp": 16})
+        Range = data.StructLayout({"lo": 16, "hi": 17})           # rows lo .. hi-1 (empty when lo == hi)
+        HRange = data.StructLayout({"lo": 33, "hi": 34})          # host words lo .. hi-1 (stride gaps included)
+        LoadEntry = data.StructLayout({"cmd": LoadCmd(haw), "r": Range, "h": HRange,
+                                       "t_exec": 16, "t_comp": 16, "t_store": 16})
+        ExecEntry = data.StructLayout({"cmd": ExecCmd, "r0": Range, "r1": Range, "c": Range,
+                                       "t_load": 16, "t_store": 16})
+        StoreEntry = data.StructLayout({"cmd": StoreCmd(haw), "r": Range, "h": HRange, "t_load": 16, "t_comp": 16})
         load_q = fifo.SyncFIFOBuffered(width=LoadEntry.size, depth=16)
         exec_q = fifo.SyncFIFOBuffered(width=ExecEntry.size, depth=16)
         store_q = fifo.SyncFIFOBuffered(width=StoreEntry.size, depth=8)
         m.submodules.load_q, m.submodules.exec_q, m.submodules.store_q = load_q, exec_q, store_q
         le, ee, se = LoadEntry(load_q.r_data), ExecEntry(exec_q.r_data), StoreEntry(store_q.r_data)
 
-        load_ok = (_after(done_cnt["pre_read"], le.t_pre) & _after(done_cnt["comp_read"], le.t_comp)
-                   & _after(done_cnt["store"], le.t_store)
-                   & (~le.cmd.to_acc | _after(done_cnt["comp"], le.t_comp)))
-        exec_ok = _after(done_cnt["load"], ee.t_load) & (~ee.cmd.compute | _after(done_cnt["store_read"], ee.t_store))
-        store_ok = _after(done_cnt["load"], se.t_load) & _after(done_cnt["comp"], se.t_comp)
+        # -- in-flight tables: exact row ranges of the last NT dispatched commands of each kind --------------
+        # A command at a queue head waits only for OLDER commands of the other kinds that are still in flight
+        # and touch the same rows (RAW, WAR, WAW on scratchpad, accumulator and host memory). In flight: loads
+        # until done, computes until their results are written, stores until read (acc) / written (host);
+        # each kind completes in order, so "in flight" is "sequence number >= completed count". Execute
+        # commands release their scratchpad rows out of order (a PRELOAD may finish reading before the COMPUTE
+        # it rides on), so their slots carry a pending bit. NT exceeds every queue depth + what a unit holds.
+        NT = 32
+        LoadSlot = data.StructLayout({"seq": 16, "to_acc": 1, "r": Range, "h": HRange})
+        ExecSlot = data.StructLayout({"seq": 16, "pending": 1, "r0": Range, "r1": Range})
+        CompSlot = data.StructLayout({"seq": 16, "c": Range})
+        StoreSlot = data.StructLayout({"seq": 16, "r": Range, "h": HRange})
+        lslots = [Signal(LoadSlot, name=f"lslot{j}") for j in range(NT)]
+        eslots = [Signal(ExecSlot, name=f"eslot{j}") for j in range(NT)]
+        cslots = [Signal(CompSlot, name=f"cslot{j}") for j in range(NT)]
+        sslots = [Signal(StoreSlot, name=f"sslot{j}") for j in range(NT)]
+
+        def overlap(x, y):
+            return (x.lo < y.hi) & (y.lo < x.hi)
+
+        def wrap_lt(x, y):
+            """x < y for 16-bit sequence numbers that are less than 2**15 apart."""
+            d = (y - x)[:16]
+            return (d != 0) & (d < (1 << 15))
+
+        def older_in_flight(sl, tag, done):
+            return wrap_lt(sl.seq, tag) & ~wrap_lt(sl.seq, done)
+
+        def any_of(terms):
+            return Cat(*terms).any()
+
+        # LOAD at the head of its queue.
+        load_ok = ~any_of(
+            [sl.pending & wrap_lt(sl.seq, le.t_exec) & ~le.cmd.to_acc & (overlap(sl.r0, le.r) | overlap(sl.r1, le.r))
+             for sl in eslots]
+            + [older_in_flight(sl, le.t_comp, done_cnt["comp"]) & le.cmd.to_acc & overlap(sl.c, le.r) for sl in cslots]
+            + [older_in_flight(sl, le.t_store, done_cnt["store_read"]) & le.cmd.to_acc & overlap(sl.r, le.r)
+               for sl in sslots]
+            + [older_in_flight(sl, le.t_store, done_cnt["store"]) & overlap(sl.h, le.h) for sl in sslots])
+        # PRELOAD / COMPUTE at the head of the execute queue.
+        exec_ok = ~any_of(
+            [older_in_flight(sl, ee.t_load, done_cnt["load"])
+             & Mux(sl.to_acc, ee.cmd.compute & overlap(sl.r, ee.c), overlap(sl.r, ee.r0) | overlap(sl.r, ee.r1))
+             for sl in lslots]
+            + [older_in_flight(sl, ee.t_store, done_cnt["store_read"]) & ee.cmd.compute & overlap(sl.r, ee.c)
+               for sl in sslots])
+        # STORE at the head of its queue.
+        store_ok = ~any_of(
+            [older_in_flight(sl, se.t_load, done_cnt["load"]) & ((sl.to_acc & overlap(sl.r, se.r)) | overlap(sl.h, se.h))
+             for sl in lslots]
+            + [older_in_flight(sl, se.t_comp, done_cnt["comp"]) & overlap(sl.c, se.r) for sl in cslots])
+
+        for j, sl in enumerate(eslots):
+            with m.If(self.pre_read_done & (self.pre_read_seq[:5] == j)):
+                m.d.sync += sl.pending.eq(0)
+            with m.If(self.comp_read_done & (self.comp_read_seq[:5] == j)):
+                m.d.sync += sl.pending.eq(0)
+
         m.d.comb += [
             self.load.valid.eq(load_q.r_rdy & load_ok), self.load.payload.eq(le.cmd), load_q.r_en.eq(self.load.ready & load_ok),
             self.exec.valid.eq(exec_q.r_rdy & exec_ok), self.exec.payload.eq(ee.cmd), exec_q.r_en.eq(self.exec.ready & exec_ok),
@@ -475,8 +533,12 @@ class Controller(wiring.Component):
         m.d.comb += [
             l_in.cmd.to_acc.eq(ld.to_acc), l_in.cmd.addr.eq(ld.sp_addr), l_in.cmd.rows.eq(ld.rows),
             l_in.cmd.host_addr.eq(ld.host_addr), l_in.cmd.host_stride.eq(ld.host_stride),
-            l_in.t_pre.eq(n_pre), l_in.t_comp.eq(n_comp), l_in.t_store.eq(n_store),
-            e_in.t_load.eq(n_load), e_in.t_store.eq(n_store), e_in.cmd.precision.eq(prec),
+            l_in.t_exec.eq(n_exec), l_in.t_comp.eq(n_comp), l_in.t_store.eq(n_store),
+            l_in.r.lo.eq(ld.sp_addr), l_in.r.hi.eq(ld.sp_addr + ld.rows),
+            l_in.h.lo.eq(ld.host_addr), l_in.h.hi.eq(ld.host_addr + (ld.rows - 1) * ld.host_stride + 1),
+            s_in.r.lo.eq(st.acc_addr), s_in.r.hi.eq(st.acc_addr + st.rows),
+            s_in.h.lo.eq(st.host_addr), s_in.h.hi.eq(st.host_addr + (st.rows - 1) * st.host_stride + 1),
+            e_in.t_load.eq(n_load), e_in.t_store.eq(n_store), e_in.cmd.precision.eq(prec), e_in.cmd.seq.eq(n_exec),
             s_in.cmd.acc_addr.eq(st.acc_addr), s_in.cmd.rows.eq(st.rows), s_in.cmd.cols.eq(st.cols),
             s_in.cmd.host_addr.eq(st.host_addr), s_in.cmd.host_stride.eq(st.host_stride),
             s_in.cmd.origin_row.eq(st.origin_row),
@@ -488,14 +550,33 @@ class Controller(wiring.Component):
         ]
         with m.If(opcode == Op.PRELOAD):
             m.d.comb += [e_in.cmd.compute.eq(0), e_in.cmd.b_addr.eq(pl.b_addr), e_in.cmd.n.eq(pl.n),
-                         e_in.cmd.steps.eq(steps_of(pl.k)), e_in.cmd.nib.eq((prec == Precision.INT4) & pl.k[0])]
+                         e_in.cmd.steps.eq(steps_of(pl.k)), e_in.cmd.nib.eq((prec == Precision.INT4) & pl.k[0]),
+                         e_in.r0.lo.eq(pl.b_addr), e_in.r0.hi.eq(pl.b_addr + steps_of(pl.k))]
         with m.Else():
+            cp_steps = steps_of(cp.k)
+            with m.If(cp.dataflow == Dataflow.WS):
+                m.d.comb += [e_in.r0.lo.eq(cp.a_addr), e_in.r0.hi.eq(cp.a_addr + cp.m)]
+            with m.Else():
+                m.d.comb += [e_in.r0.lo.eq(cp.a_addr), e_in.r0.hi.eq(cp.a_addr + cp_steps),
+                             e_in.r1.lo.eq(cp.b_addr), e_in.r1.hi.eq(cp.b_addr + cp_steps)]
+            m.d.comb += [e_in.c.lo.eq(cp.c_addr), e_in.c.hi.eq(cp.c_addr + cp.m)]
             m.d.comb += [e_in.cmd.compute.eq(1), e_in.cmd.dataflow.eq(cp.dataflow),
                          e_in.cmd.accumulate.eq(cp.accumulate), e_in.cmd.a_addr.eq(cp.a_addr),
                          e_in.cmd.b_addr.eq(cp.b_addr), e_in.cmd.c_addr.eq(cp.c_addr), e_in.cmd.m.eq(cp.m),
                          e_in.cmd.n.eq(cp.n), e_in.cmd.steps.eq(steps_of(cp.k)),
                          e_in.cmd.nib.eq((prec == Precision.INT4) & cp.k[0])]
 
+        with m.If(cur_go & ((opcode == Op.PRELOAD) | (opcode == Op.COMPUTE))):
+            for j, sl in enumerate(eslots):
+                with m.If(n_exec[:5] == j):
+                    m.d.sync += [sl.seq.eq(n_exec), sl.pending.eq(1), sl.r0.eq(e_in.r0), sl.r1.eq(e_in.r1)]
+
+        self._debug = {"fetched": fetched, "cur_valid": cur_valid, "cur_index": cur_index, "opcode": opcode,
+                       "load_q": load_q.r_rdy, "exec_q": exec_q.r_rdy, "store_q": store_q.r_rdy, "load_ok": load_ok,
+                       "exec_ok": exec_ok, "store_ok": store_ok, "err": err, "running": running, "t_store": ee.t_store,
+                       **{f"done_{k}": v for k, v in done_cnt.items()}, "n_load": n_load, "n_exec": n_exec,
+                       "n_comp": n_comp, "n_store": n_store, "load_w_rdy": load_q.w_rdy, "exec_w_rdy": exec_q.w_rdy,
+                       "store_w_rdy": store_q.w_rdy, "t_exec": le.t_exec, "t_load": ee.t_load}
         with m.Switch(opcode):
             with m.Case(Op.NOP):
                 m.d.comb += cur_go.eq(ok)
@@ -510,18 +591,28 @@ class Controller(wiring.Component):
                 m.d.comb += [cur_go.eq(ok & load_q.w_rdy), load_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += n_load.eq(n_load + 1)
+                    for j, sl in enumerate(lslots):
+                        with m.If(n_load[:5] == j):
+                            m.d.sync += [sl.seq.eq(n_load), sl.to_acc.eq(ld.to_acc), sl.r.eq(l_in.r), sl.h.eq(l_in.h)]
             with m.Case(Op.PRELOAD):
                 m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
-                    m.d.sync += [n_pre.eq(n_pre + 1), weights_valid.eq(1)]
+                    m.d.sync += [n_exec.eq(n_exec + 1), weights_valid.eq(1)]
             with m.Case(Op.COMPUTE):
                 m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
-                    m.d.sync += [n_comp.eq(n_comp + 1), self.macs.eq(self.macs + cp.m * cp.n * cp.k)]
+                    m.d.sync += [n_exec.eq(n_exec + 1), n_comp.eq(n_comp + 1),
+                                 self.macs.eq(self.macs + cp.m * cp.n * cp.k)]
+                    for j, sl in enumerate(cslots):
+                        with m.If(n_comp[:5] == j):
+                            m.d.sync += [sl.seq.eq(n_comp), sl.c.eq(e_in.c)]
                     with m.If(cp.dataflow == Dataflow.OS):
                         m.d.sync += weights_valid.eq(0)
             with m.Case(Op.STORE):
                 m.d.comb += [cur_go.eq(ok & store_q.w_rdy), store_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += n_store.eq(n_store + 1)
+                    for j, sl in enumerate(sslots):
+                        with m.If(n_store[:5] == j):
+                            m.d.sync += [sl.seq.eq(n_store), sl.r.eq(s_in.r), sl.h.eq(s_in.h)]
         return m

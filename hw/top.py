@@ -92,6 +92,7 @@ class Accelerator(wiring.Component):
             st.cmd_valid.eq(ctl.store.valid), ctl.store.ready.eq(st.cmd_ready), st.cmd.eq(ctl.store.payload),
             ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
             ctl.pre_read_done.eq(exe.pre_read_done), ctl.comp_read_done.eq(exe.comp_read_done),
+            ctl.pre_read_seq.eq(exe.pre_read_seq), ctl.comp_read_seq.eq(exe.comp_read_seq),
             ctl.comp_done.eq(exe.comp_done), ctl.exec_idle.eq(exe.idle),
             ctl.beat_compute.eq(exe.beat_compute), ctl.beat_any.eq(exe.beat_any),
         ]

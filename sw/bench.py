@@ -33,8 +33,14 @@ def add_arguments(p):
                    help="LoRA rank to report (default: every rank in the workload, 4..128, one row set per rank)")
     p.add_argument("--rows", type=int, default=64, help="PE array rows R (default 64)")
     p.add_argument("--cols", type=int, default=64, help="PE array columns C (default 64)")
-    p.add_argument("--bandwidth", type=float, default=0.0,
-                   help="DRAM bandwidth in bytes/cycle for memory stalls (default 0 = unlimited, as SCALE-Sim's CALC mode)")
+    p.add_argument("--sp-rows", type=int, default=4096,
+                   help="scratchpad depth in rows of max(rows, cols) bytes (default 4096: 256 KiB at 64x64)")
+    p.add_argument("--acc-rows", type=int, default=1024,
+                   help="accumulator depth in rows of cols INT32 lanes (default 1024: 256 KiB at 64x64)")
+    p.add_argument("--bandwidth", default="0",
+                   help="DRAM bandwidth in bytes/cycle for memory stalls, or 'port' for the host port of the generated "
+                        "hardware (one INT8 row of max(rows, cols) bytes per cycle); default 0 = unlimited, as "
+                        "SCALE-Sim's CALC mode")
     p.add_argument("--no-fusion", action="store_true", help="report ours without LoRA-aware fusion")
     p.add_argument("--no-scalesim", action="store_true", help="skip the SCALE-Sim reference column")
     p.add_argument("--scalesim-budget", type=int, default=1_500_000,
@@ -49,8 +55,22 @@ def _check_args(args):
         v = getattr(args, name)
         if not 1 <= v <= 128:
             raise ValueError(f"--{name}={v} is out of range: allowed 1..128")
-    if args.bandwidth < 0 or not math.isfinite(args.bandwidth):
+    for name in ("sp_rows", "acc_rows"):
+        v = getattr(args, name)
+        if not 16 <= v <= 1 << 16:
+            raise ValueError(f"--{name.replace('_', '-')}={v} is out of range: allowed 16..65536")
+    bw = args.bandwidth
+    if isinstance(bw, str):
+        if bw == "port":
+            bw = float(max(args.rows, args.cols))
+        else:
+            try:
+                bw = float(bw)
+            except ValueError:
+                raise ValueError(f"--bandwidth={args.bandwidth!r} must be a number of bytes/cycle or 'port'") from None
+    if bw < 0 or not math.isfinite(bw):
         raise ValueError(f"--bandwidth={args.bandwidth} must be >= 0 bytes/cycle (0 = unlimited)")
+    args.bandwidth = bw
     if args.rank is not None and args.rank < 1:
         raise ValueError(f"--rank={args.rank} must be a positive LoRA rank")
     if args.scalesim_budget < 0:
@@ -77,7 +97,8 @@ def _agg(rows, design, R, C, bandwidth, tiling, timing, table):
                    gemms=0, dram_bytes=0, sram_bytes=0, acc_bytes=0, util_sum=0.0, dataflows={})
            for c in CLASSES}
     for g in rows:
-        c = P.gemm_cost(g.m, g.n, g.k, design, R, C, timing, tiling, bandwidth, elem, _out_bytes(g, prec))
+        c = P.gemm_cost(g.m, g.n, g.k, design, R, C, timing, tiling, bandwidth, elem, _out_bytes(g, prec),
+                        a_elems=g.a_elems)
         a = out[g.cls]
         a["total_cycles"] += c.total_cycles * g.count
         a["compute_cycles"] += c.compute_cycles * g.count
@@ -141,7 +162,7 @@ def _scalesim_column(rows, R, C, budget, want):
 
 
 def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.0, fusion=True, scalesim=True,
-              scalesim_budget=1_500_000, config=None, timing=None):
+              scalesim_budget=1_500_000, config=None, timing=None, sp_rows=4096, acc_rows=1024):
     """All results as a dict (the JSON of ``cdmqta bench --json``)."""
     from ..hw.config import QTAConfig
     from . import energy as E
@@ -149,7 +170,7 @@ def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.
     from . import perf as P
     from . import workloads as W
 
-    config = config or QTAConfig(rows=rows, cols=cols, sp_rows=4096, acc_rows=1024)
+    config = config or QTAConfig(rows=rows, cols=cols, sp_rows=sp_rows, acc_rows=acc_rows)
     timing = timing or P.ArrayTiming()
     tiling = P.tiling_for(config)
     table = E.load_table()
@@ -195,6 +216,7 @@ def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.
             "energy_fixed_ws_fp16_uj": e_a / 1e6,
             "ideal_cycles": ideal,
             "cycles": {d: res[d]["step"]["total_cycles"] for d in res},
+            "cycles_lora_ours": o["lora"]["total_cycles"],
             "scalesim": ss,
         }
         per_rank[r] = summary
@@ -225,6 +247,7 @@ def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.
 
     out = {
         "workload": workload, "rows": rows, "cols": cols, "bandwidth_bytes_per_cycle": bandwidth or None,
+        "sp_rows": config.sp_rows, "acc_rows": config.acc_rows,
         "fusion": fusion, "ranks": list(per_rank),
         "note": "top-level values are the minimum over the ranks reported; per_rank holds each rank",
         "step_utilization": worst("step_utilization"),
@@ -320,9 +343,13 @@ def _fmt_summary(out):
         lines.append(f"SCALE-Sim: unavailable: {s0['reason']}")
     else:
         st = s0["step"]
-        lines.append(f"SCALE-Sim WS ({s0['shapes_simulated']} shapes, {st['coverage_macs'] * 100:.1f}% of step MACs): "
+        lo = s0["lora"]
+        lines.append(f"SCALE-Sim WS at rank {next(iter(out['per_rank']))} ({s0['shapes_simulated']} shapes, "
+                     f"{st['coverage_macs'] * 100:.1f}% of step MACs, {lo['coverage_macs'] * 100:.1f}% of LoRA MACs): "
                      f"{st['total_cycles']} cycles vs our fixed-WS formula {st['fixed_ws_formula_cycles']} on the same "
-                     f"GEMMs (SCALE-Sim = folds*(2R+C+M-2) - 1 per GEMM; ours counts the same fill, skew and drain)")
+                     f"GEMMs (SCALE-Sim = folds*(2R+C+M-2) - 1 per GEMM: the same fill, skew and drain; its stall "
+                     f"cycles are 0 in CALC mode); LoRA GEMMs: SCALE-Sim {lo['total_cycles']}, ours (fused) "
+                     f"{next(iter(out['per_rank'].values()))['cycles_lora_ours']}")
     lines.append("targets (minimum over ranks):")
     for t in out["targets"]:
         v = "-" if t["value"] is None else f"{t['value']:.3f}"
@@ -372,7 +399,8 @@ def plot(out, path):
 def main(args):
     _check_args(args)
     out = run_bench(args.workload, args.rank, args.rows, args.cols, args.bandwidth, fusion=not args.no_fusion,
-                    scalesim=not args.no_scalesim, scalesim_budget=args.scalesim_budget)
+                    scalesim=not args.no_scalesim, scalesim_budget=args.scalesim_budget, sp_rows=args.sp_rows,
+                    acc_rows=args.acc_rows)
     if args.json == "-":
         print(json.dumps(out, indent=1, default=str))
     else:

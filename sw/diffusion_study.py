@@ -12,6 +12,9 @@ Quality is a digits-FID: the Frechet distance between real 9s and generated 9s i
 space of a small CNN digit classifier trained here on all ten classes (same formula as FID). Samples come from the model as trained (the
 quantized modes generate with their quantized layers too), DDIM sampling. Reference rows: the FID of the
 pre-trained model asked for a 9 before fine-tuning, and real-vs-real (two halves of the real 9s) as the floor.
+
+Speed: seconds per fine-tuning step (median), measured after the quality runs with the modes interleaved step by
+step (``time_steps``), since the machine may be shared; the training loops' own medians are kept as well.
 """
 
 import dataclasses
@@ -56,6 +59,7 @@ class StudyConfig:
     tokens: int = 4
     cross_dim: int = 16
     threads: int = 1
+    timing_rounds: int = 30          # interleaved timing rounds per placement (one step of every mode each)
 
     def __post_init__(self):
         def pos(name, lo=1):
@@ -63,7 +67,7 @@ class StudyConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
         for name in ("steps", "rank", "batch", "finetune_images", "pretrain_batch", "classifier_steps",
-                     "sample_steps", "train_timesteps", "tokens", "cross_dim", "threads"):
+                     "sample_steps", "train_timesteps", "tokens", "cross_dim", "threads", "timing_rounds"):
             pos(name)
         pos("pretrain_steps", 0)
         pos("samples", 8)
@@ -88,7 +92,8 @@ class StudyConfig:
 
 FULL = StudyConfig()
 QUICK = dataclasses.replace(FULL, seeds=(0, 1, 2), steps=30, placements=("kv",), pretrain_steps=200,
-                            pretrain_batch=48, classifier_steps=150, samples=100, sample_steps=10)
+                            pretrain_batch=48, classifier_steps=150, samples=100, sample_steps=10,
+                            timing_rounds=8)
 
 
 # --------------------------------------------------------------------------------------------------- data/models
@@ -233,37 +238,66 @@ def sample(unet, tokens, cfg, label, n, seed):
     return x.clamp(-1, 1)
 
 
+class _Trainer:
+    """A copy of the pre-trained model with LoRA in one mode, and its fine-tuning step."""
+
+    def __init__(self, cfg, base_state, concept, mode, placement, seed):
+        import torch
+
+        from .engine import TorchEngine
+        from .lora import add_lora
+
+        self.cfg, self.concept = cfg, concept
+        self.unet, self.tokens = build_model(cfg)
+        self.unet.load_state_dict(base_state[0])
+        self.tokens.load_state_dict(base_state[1])
+        self.tokens.requires_grad_(False)
+        torch.manual_seed(seed)  # LoRA init: equal across modes for one seed
+        self.engine = TorchEngine()
+        params = add_lora(self.unet, PLACEMENTS[placement], rank=cfg.rank, alpha=cfg.alpha, quant=mode,
+                          engine=self.engine, rounding=cfg.rounding, seed=seed * 1000)
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.sched = _scheduler(cfg)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.labels = torch.full((cfg.batch,), cfg.holdout, dtype=torch.int64)
+
+    def step(self):
+        """One fine-tuning step; returns (loss, seconds)."""
+        import torch
+
+        t0 = time.perf_counter()
+        idx = torch.randint(0, self.concept.shape[0], (self.cfg.batch,), generator=self.gen)
+        loss = _diffusion_loss(self.unet, self.tokens, self.sched, self.concept[idx], self.labels, self.gen, self.cfg)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.engine.reset()
+        return loss.item(), time.perf_counter() - t0
+
+
 def finetune(cfg, base_state, concept, mode, placement, seed):
     """LoRA fine-tuning of a copy of the pre-trained model; returns (unet, tokens, step_seconds list, losses)."""
-    import torch
-
-    from .engine import TorchEngine
-    from .lora import add_lora
-
-    unet, tokens = build_model(cfg)
-    unet.load_state_dict(base_state[0])
-    tokens.load_state_dict(base_state[1])
-    tokens.requires_grad_(False)
-    torch.manual_seed(seed)  # LoRA init: equal across modes for one seed
-    engine = TorchEngine()
-    params = add_lora(unet, PLACEMENTS[placement], rank=cfg.rank, alpha=cfg.alpha, quant=mode, engine=engine,
-                      rounding=cfg.rounding, seed=seed * 1000)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = _scheduler(cfg)
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.full((cfg.batch,), cfg.holdout, dtype=torch.int64)
+    tr = _Trainer(cfg, base_state, concept, mode, placement, seed)
     times, losses = [], []
     for _ in range(cfg.steps):
-        t0 = time.perf_counter()
-        idx = torch.randint(0, concept.shape[0], (cfg.batch,), generator=gen)
-        loss = _diffusion_loss(unet, tokens, sched, concept[idx], labels, gen, cfg)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        engine.reset()
-        times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
-    return unet, tokens, times, losses
+        loss, dt = tr.step()
+        times.append(dt)
+        losses.append(loss)
+    return tr.unet, tr.tokens, times, losses
+
+
+def time_steps(cfg, base_state, concept, placement):
+    """Median seconds per fine-tuning step of each mode, measured interleaved (one step of every mode per
+    round, ``cfg.timing_rounds`` rounds after one warm-up round), so load drift on a shared machine hits all
+    modes alike."""
+    trainers = {m: _Trainer(cfg, base_state, concept, m, placement, 0) for m in cfg.modes}
+    times = {m: [] for m in cfg.modes}
+    for r in range(cfg.timing_rounds + 1):
+        for m, tr in trainers.items():
+            dt = tr.step()[1]
+            if r:
+                times[m].append(dt)
+    return {m: statistics.median(v) for m, v in times.items()}
 
 
 def _mean_std(v):
@@ -316,13 +350,15 @@ def run_study(cfg, log=print):
                     log(f"  {placement:3s} {mode:7s} seed {seed}: digits-FID {run['fids'][-1]:7.2f}  "
                         f"classified-as-{cfg.holdout} {run['accs'][-1]:.2f}  loss {run['losses'][-1]:.4f}  "
                         f"{statistics.median(times):.3f} s/step")
+            timing = time_steps(cfg, base_state, concept, placement)
+            log(f"  {placement:3s} interleaved timing: " + ", ".join(f"{m} {t:.3f} s/step" for m, t in timing.items()))
             modes = {}
             for mode, run in runs.items():
                 fm, fs = _mean_std(run["fids"])
                 modes[mode] = {
                     "fid_mean": fm, "fid_std": fs, "fids": run["fids"],
-                    "seconds_per_step": statistics.median(run["steps_s"]),
-                    "seconds_per_step_mean": statistics.fmean(run["steps_s"]),
+                    "seconds_per_step": timing[mode],
+                    "seconds_per_step_training_median": statistics.median(run["steps_s"]),
                     "class_accuracy_mean": statistics.fmean(run["accs"]),
                     "final_loss_mean": statistics.fmean(run["losses"]),
                 }

@@ -26,7 +26,8 @@ Semantics that :mod:`cdmqta.hw.isa` leaves open, fixed here (the controller must
   mode, COMPUTE in a dataflow not built, PRELOAD without WS); ZERO_SIZE (LOAD rows, PRELOAD k/n, COMPUTE m/n/k,
   STORE rows/cols); TILE_TOO_LARGE (PRELOAD k > kmax or n > cols; COMPUTE WS k > kmax, n > cols; COMPUTE OS
   m > rows, n > cols; STORE cols > cols; kmax = rows, 2*rows in INT4); ADDR_RANGE (any scratchpad, accumulator
-  or host row outside its memory).
+  or host row outside its memory); then BAD_FIELD for a WS COMPUTE without weights (no PRELOAD since reset, or an
+  OS COMPUTE after the last PRELOAD: OS tiles reuse the PEs' weight registers; :mod:`cdmqta.hw.controller`).
 """
 
 import numpy as np
@@ -91,6 +92,7 @@ class Emulator:
         self.sp = np.zeros((c.sp_rows, self.lanes), np.int8)
         self.acc = np.zeros((c.acc_rows, c.cols), np.int64)
         self.array = np.zeros((c.rows, c.cols), np.int8)
+        self.weights_valid = False
         self.precision, self.rounding, self.shift, self.mult, self.seed = Precision.INT8, Rounding.NEAREST_EVEN, 0, 0, 0
         self.status, self.bad_index = Status.OK, None
         self.counters = {"commands": 0, "macs": 0, "computes": 0, "loaded_rows": 0, "stored_rows": 0}
@@ -176,6 +178,7 @@ class Emulator:
         if b + steps > self.config.sp_rows:
             return Status.ADDR_RANGE
         self.array[:] = 0
+        self.weights_valid = True
         self.array[:steps, :n] = self.sp[b:b + steps, :n]
         if self.precision == Precision.INT4 and k % 2:
             # the odd K's padding nibble: the array holds only elements 0..k-1
@@ -196,6 +199,8 @@ class Emulator:
                 return Status.TILE_TOO_LARGE
             if a + m > cfg.sp_rows or c + m > cfg.acc_rows:
                 return Status.ADDR_RANGE
+            if not self.weights_valid:
+                return Status.BAD_FIELD
             lanes_used = steps
             a_rows = self.sp[a:a + m, :lanes_used]                       # [m, steps] bytes
             a_el = _elements(a_rows.T, self.precision, k)                # [k, m]
@@ -209,6 +214,7 @@ class Emulator:
             a_el = _elements(self.sp[a:a + steps, :m], self.precision, k)   # [k, m]
             b_el = _elements(self.sp[bb:bb + steps, :n], self.precision, k)  # [k, n]
             tile = a_el.T @ b_el
+            self.weights_valid = False
         if f["accumulate"]:
             tile = tile + self.acc[c:c + m, :n]
         self.acc[c:c + m, :n] = self._wrap(tile)

@@ -60,7 +60,7 @@ def fuse(rows, classes=("lora", "frozen")):
         ids = "+".join(g.name for g in gs)
         if kind == "n":
             fused = Gemm(f"fused[{len(gs)}]:{g0.name}", g0.phase, g0.cls, g0.m, sum(g.n for g in gs), g0.k, 1, g0.rank,
-                         g0.a_id, f"concat_n({'|'.join(g.b_id for g in gs)})", f"concat_n({ids})")
+                         g0.a_id, f"concat_n({'|'.join(g.b_id for g in gs)})", f"concat_n({ids})", g0.a_elems)
         else:
             fused = Gemm(f"fused[{len(gs)}]:{g0.name}", g0.phase, g0.cls, sum(g.m for g in gs), g0.n, g0.k, 1, g0.rank,
                          f"concat_m({'|'.join(g.a_id for g in gs)})", g0.b_id, f"concat_m({ids})")

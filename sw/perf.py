@@ -15,11 +15,13 @@ Designs (``DESIGNS``):
 The per-tile timing of our controller lives in one place, :class:`ArrayTiming`, so that it can be fitted to the
 cycles measured on the RTL. The tile-sequence cost (:func:`sequence_cycles`) is the one of ``hw/array.py``:
 
-    cycles = issue + preload(tile 0, if WS) + sum_i max(beats_i + gap, shifts_i + h_i) + tail + LATENCY
+    cycles = issue + preload(tile 0, if WS) + sum_i max(beats_i + gap, shifts_i + h_i) + tail + latency
 
 with ``beats`` = m (WS) or ceil(k / pack) (OS), ``shifts_i = max(m_{i-1} if OS, k_lanes_{i+1} if WS)`` (the drain
 of the previous OS tile and the preload of the next WS tile share the same shift beats), ``h_i`` = 1 after an OS
-tile (hazard H2), ``tail`` = the drain of a last OS tile (+1, H2) and ``LATENCY = R + C + 1``.
+tile (hazard H2; a WS tile after an OS tile waits for the 1 + m drain beats, since hw/controller.py writes one
+result row per cycle), ``tail`` = the drain of a last OS tile (+1, H2) and ``latency = R + C + 4`` (the array's
+R + C + 1 plus issue, accumulator write and completion in hw/controller.py).
 
 Memory: DRAM traffic per GEMM from a first-order buffer-tiling model (:func:`dram_bytes`: output blocks that fit in
 half the accumulator, A re-read per N block, B per M block); scratchpad traffic from the mapping's in-array reuse;
@@ -46,25 +48,27 @@ class ArrayTiming:
     """Per-tile timing constants of our controller + array (cycles). Fit these to the RTL; nothing else in the
     model encodes controller timing.
 
-    latency_extra   array LATENCY = rows + cols + latency_extra (hw/array.py: input register + multiplier register
-                    + accumulate register + de-skew give R + C + 1): the fill/drain of the pipeline, paid once per
-                    GEMM (per tile sequence) because consecutive tiles overlap.
+    latency_extra   cycles from the last beat's issue to the COMPUTE's completion = rows + cols + latency_extra:
+                    hw/array.py's LATENCY = R + C + 1, plus (hw/controller.py) 1 cycle from issue into the array,
+                    1 to write the row into the accumulator memory, 2 more until the COMPUTE counts as completed
+                    (R + C + 4 in all). The fill/drain of the pipeline, paid once per tile sequence (GEMM).
     issue           cycles from a GEMM's first COMPUTE command to its first beat (decode, scratchpad read).
     tile_gap        bubble beats the controller inserts between consecutive tiles (minimum tile spacing - 1).
     os_guard        H2: after an OS tile the next window's first beat cannot shift.
     switch          extra beats when the dataflow changes between tiles (0: the dataflow bit travels with the beat).
-    drain_on_ws     whether OS drain shifts may ride on WS compute beats (hw/array.py allows it, but a controller
-                    that writes one result row per cycle keeps them apart; then they cost their own beats).
+    drain_on_ws     whether OS drain shifts may ride on WS compute beats. hw/array.py allows it, but
+                    hw/controller.py writes one result row per cycle, so a WS tile after an OS tile waits for the
+                    1 + m_prev drain beats (False, the default).
     load_row, store_row, load_overhead, store_overhead
                     host-port cycles per LOAD/STORE row and per command (program model only).
     """
 
-    latency_extra: int = 1
+    latency_extra: int = 4
     issue: int = 0
     tile_gap: int = 0
     os_guard: int = 1
     switch: int = 0
-    drain_on_ws: bool = True
+    drain_on_ws: bool = False
     load_row: int = 1
     store_row: int = 1
     load_overhead: int = 2
@@ -120,7 +124,7 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
         preload = nxt[2] if nxt is not None and nxt[0] == "ws" else 0
         guard = t.os_guard if drain else 0
         if drain and df == "ws" and not t.drain_on_ws:
-            cost = beats + drain + guard + (preload if preload > drain else 0)
+            cost = guard + drain + max(beats, preload)      # drain first, then the WS beats carry the preload
         else:
             cost = max(beats, max(drain, preload) + guard)
         cost += t.tile_gap if i else 0
@@ -178,12 +182,13 @@ class GemmCost:
         return self.compute_cycles + self.stall_cycles
 
 
-def dram_bytes(m, n, k, rows, cols, tiling, elem, out_bytes):
+def dram_bytes(m, n, k, rows, cols, tiling, elem, out_bytes, a_elems=0):
     """DRAM traffic of one GEMM with the on-chip buffers of ``tiling`` (independent of the array mapping): if both
     operands fit in the scratchpad each is read once; otherwise the output is blocked into Mb x Nb blocks that fit in
     half the accumulator (the other half is being stored), K streams through the scratchpad, and A is read once per
-    N block, B once per M block; the (Mb, Nb) with the least traffic is chosen."""
-    a, b, c = m * k * elem, k * n * elem, m * n * out_bytes
+    N block, B once per M block; the (Mb, Nb) with the least traffic is chosen. ``a_elems`` (if nonzero) is the
+    size of A in memory when A is an im2col view of a feature map: each pass reads the map, not the m x k matrix."""
+    a, b, c = (a_elems or m * k) * elem, k * n * elem, m * n * out_bytes
     if a + b <= tiling.sp_bytes:
         return a + b + c
     cap = max(rows * cols, tiling.acc_outputs)
@@ -199,9 +204,9 @@ def dram_bytes(m, n, k, rows, cols, tiling, elem, out_bytes):
     return best + c
 
 
-def _traffic(m, n, k, dataflow, rows, cols, tiling, elem, out_bytes, acc_elem=4):
+def _traffic(m, n, k, dataflow, rows, cols, tiling, elem, out_bytes, acc_elem=4, a_elems=0):
     """(dram, sram, acc) bytes of one GEMM (see module docstring and :func:`dram_bytes`)."""
-    dram = dram_bytes(m, n, k, rows, cols, tiling, elem, out_bytes)
+    dram = dram_bytes(m, n, k, rows, cols, tiling, elem, out_bytes, a_elems)
     if dataflow == "is":
         m, n = n, m
         dataflow = "ws"
@@ -235,10 +240,10 @@ def _seq_cycles_cached(m, n, k, dataflow, rows, cols, tiling, timing):
 
 
 def dataflow_cost(m, n, k, dataflow, rows, cols, timing=ArrayTiming(), tiling=Tiling(), bandwidth=0.0,
-                  elem=1, out_bytes=1):
+                  elem=1, out_bytes=1, a_elems=0):
     """Cost of one GEMM in one mapping with our overlapped tile sequence."""
     cyc, ntiles = _seq_cycles_cached(m, n, k, dataflow, rows, cols, tiling, timing)
-    dram, sram, acc = _traffic(m, n, k, dataflow, rows, cols, tiling, elem, out_bytes)
+    dram, sram, acc = _traffic(m, n, k, dataflow, rows, cols, tiling, elem, out_bytes, a_elems=a_elems)
     stall = max(0, math.ceil(dram / bandwidth) - cyc) if bandwidth else 0
     return GemmCost(dataflow, cyc, stall, ideal_cycles(m, n, k, rows, cols), _mapping_eff(m, n, k, dataflow, rows, cols),
                     ntiles, dram, sram, acc)
@@ -250,24 +255,24 @@ def fixed_ws_cycles(m, n, k, rows, cols):
 
 
 def gemm_cost(m, n, k, design, rows, cols, timing=ArrayTiming(), tiling=Tiling(), bandwidth=0.0, elem=1,
-              out_bytes=1, dataflows=DATAFLOWS):
+              out_bytes=1, dataflows=DATAFLOWS, a_elems=0):
     """Cost of one GEMM instance in ``design`` (ours / ws_overlap / fixed_ws). ``ours`` picks the mapping with the
     fewest total cycles; mappings within ``TIE_TOLERANCE`` of it are
     ranked by on-chip traffic (accumulator + scratchpad bytes)."""
     if min(m, n, k) < 1:
         raise ValueError(f"GEMM dimensions must be positive, got m={m} n={n} k={k}")
     if design == "ours":
-        costs = [dataflow_cost(m, n, k, df, rows, cols, timing, tiling, bandwidth, elem, out_bytes)
+        costs = [dataflow_cost(m, n, k, df, rows, cols, timing, tiling, bandwidth, elem, out_bytes, a_elems)
                  for df in dataflows]
         fastest = min(c.total_cycles for c in costs)
         # within TIE_TOLERANCE of the fewest cycles, the mapping that moves the fewest on-chip bytes wins
         near = [c for c in costs if c.total_cycles <= fastest * (1 + TIE_TOLERANCE)]
         return min(near, key=lambda c: (c.acc_bytes + c.sram_bytes, c.total_cycles))
     if design == "ws_overlap":
-        return dataflow_cost(m, n, k, "ws", rows, cols, timing, tiling, bandwidth, elem, out_bytes)
+        return dataflow_cost(m, n, k, "ws", rows, cols, timing, tiling, bandwidth, elem, out_bytes, a_elems)
     if design == "fixed_ws":
         cyc = fixed_ws_cycles(m, n, k, rows, cols)
-        dram, sram, _ = _traffic(m, n, k, "ws", rows, cols, tiling, elem, out_bytes)
+        dram, sram, _ = _traffic(m, n, k, "ws", rows, cols, tiling, elem, out_bytes, a_elems=a_elems)
         # every fold writes its partial sums: M*N per K fold, read back (accumulated) for all but the first
         kb = _ceil(k, rows)
         acc = m * n * 4 * (2 * kb - 1) + m * n * 4
@@ -281,59 +286,56 @@ def gemm_cost(m, n, k, design, rows, cols, timing=ArrayTiming(), tiling=Tiling()
 # Command programs
 
 
-def program_cycles(program, config, timing=ArrayTiming()):
+def program_cycles(program, config, timing=None):
     """Cycles of a command program (128-bit words or decoded ``(Op, fields)`` pairs) on ``config``.
 
-    Model of a decoupled in-order controller: three units (load, execute, store) each process their commands in
-    order; a FENCE waits for all three. An execute command (PRELOAD / COMPUTE) starts after the last LOAD issued
-    before it has finished; a STORE after the results of the last COMPUTE issued before it have left the array.
-    The execute unit's COMPUTE commands between two waits form one tile sequence costed by
-    :func:`sequence_cycles` (preloads ride on the neighbouring tiles). LOAD and STORE move one row per
-    ``load_row`` / ``store_row`` cycles plus a per-command overhead.
-    Returns the cycle at which the last unit finishes."""
+    Model of the decoupled controller of ``hw/controller.py``: three in-order units (load, execute, store) run
+    concurrently; a FENCE waits for all of them. Scoreboard: a PRELOAD / COMPUTE starts after every earlier LOAD
+    has completed and every earlier STORE has read its rows; a STORE after every earlier LOAD and COMPUTE has
+    completed; a LOAD after every earlier COMPUTE has issued its beats and every earlier STORE has completed.
+    Consecutive COMPUTEs whose operands are ready in time form one tile sequence costed by
+    :func:`sequence_cycles` (PRELOAD shifts ride on the neighbouring tiles); when the execute unit has to wait, the
+    sequence breaks and the next one pays its fill again. LOAD / STORE move one row per ``load_row`` /
+    ``store_row`` cycles plus a per-command overhead. Returns the cycle at which the last unit finishes."""
     from ..hw.isa import Dataflow, Op, Precision, decode
 
+    timing = timing or ArrayTiming()
     cmds = [decode(w) if isinstance(w, int) else (w[0], w[1]) for w in program]
     R, C = config.rows, config.cols
-    lat = timing.latency(R, C)
-    t_ld = t_st = t_ex = barrier = 0
+    tail = timing.latency(R, C)
+    t_ld = t_st = barrier = 0
+    ld_done = st_read = st_done = 0
+    ex_done = ex_beats = 0          # completion / end of beats of everything the execute unit has issued
     precision = Precision.INT8
-    pending = []            # tiles of the current execute run: (dataflow, m, k_lanes)
-    run_start = 0
+    pending, run_start = [], 0
 
-    def flush():
-        nonlocal pending, t_ex
-        if pending:
-            t_ex = run_start + sequence_cycles(pending, R, C, timing)
-            pending = []
+    def run_times():
+        total = sequence_cycles(pending, R, C, timing)
+        return run_start + total - tail, run_start + total     # (end of beats, completion)
 
-    last_ld_done = 0
     for op, f in cmds:
         op = Op(op)
         if op == Op.FENCE:
-            flush()
-            barrier = max(t_ld, t_ex, t_st, barrier)
-            t_ld = t_ex = t_st = barrier
-            last_ld_done = barrier
+            barrier = max(t_ld, t_st, ex_done, barrier)
+            pending = []
         elif op == Op.CONFIG:
             precision = Precision(f.get("precision", 0))
         elif op == Op.LOAD:
-            t_ld = max(t_ld, barrier) + f["rows"] * timing.load_row + timing.load_overhead
-            last_ld_done = t_ld
-        elif op == Op.PRELOAD:
-            continue        # its k_lanes shifts are part of the next WS COMPUTE's window
+            start = max(t_ld, barrier, ex_beats, st_done)
+            t_ld = ld_done = start + f["rows"] * timing.load_row + timing.load_overhead
         elif op == Op.COMPUTE:
             pack = 2 if precision == Precision.INT4 else 1
-            kl = _ceil(f["k"], pack)
-            df = "ws" if f["dataflow"] == Dataflow.WS else "os"
-            ready = max(last_ld_done, barrier)
-            if pending and ready > run_start + sequence_cycles(pending, R, C, timing) - lat:
-                flush()     # the array idles waiting for data: the tile sequence breaks (fill/drain again)
+            tile = ("ws" if f["dataflow"] == Dataflow.WS else "os", f["m"], _ceil(f["k"], pack))
+            ready = max(ld_done, st_read, barrier)
+            if pending and ready > run_times()[0]:
+                pending = []        # the array waits for data: a new tile sequence (fill and drain again)
             if not pending:
-                run_start = max(t_ex, ready)
-            pending.append((df, f["m"], kl))
+                run_start = max(ex_done, ready)
+            pending.append(tile)
+            ex_beats, ex_done = run_times()
         elif op == Op.STORE:
-            flush()
-            t_st = max(t_st, t_ex, barrier) + f["rows"] * timing.store_row + timing.store_overhead
-    flush()
-    return max(t_ld, t_ex, t_st, barrier)
+            start = max(t_st, barrier, ld_done, ex_done)
+            st_read = start + f["rows"] * timing.store_row
+            t_st = st_done = st_read + timing.store_overhead
+        # PRELOAD: its k_lanes shifts are part of the next WS COMPUTE's window; NOP: nothing
+    return max(t_ld, t_st, ex_done, barrier)

@@ -97,7 +97,7 @@ class TiledEngine(Engine):
         m, k = a.shape
         n = b.shape[1]
         plan = plan_gemm(GemmSpec(m, n, k, precision, name=name), self.config,
-                         dataflow=self._dataflow_for(name), cost=self.cost)
+                         dataflow=self._dataflow_for(name), cost=self.cost, max_host_words=self.host_words)
         host = self._run(plan, "gemm", name)
         plan.pack_host(a.cpu().numpy(), b.cpu().numpy(), host)
         res = self._checked(plan, host, name)

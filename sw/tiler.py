@@ -523,10 +523,11 @@ def candidates(gemm, config, dataflow=None):
     return out
 
 
-def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None):
+def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None, max_host_words=None):
     """Best plan for ``gemm`` (a :class:`GemmSpec`) on ``config``; ``dataflow`` forces ws / os / is.
 
-    ``cost(program, config) -> cycles`` is the cost model (default :func:`estimate_cycles`)."""
+    ``cost(program, config) -> cycles`` is the cost model (default :func:`estimate_cycles`); ``fences`` inserts
+    FENCEs for hardware without a scoreboard; ``max_host_words`` drops layouts that do not fit a host memory."""
     _check(gemm, config)
     cost = cost or estimate_cycles
     best, seen = None, set()
@@ -534,7 +535,7 @@ def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None)
         if (d, order, chunk) in seen:
             continue
         plan = _build(gemm, config, d, order, chunk, split, host_base, fences)
-        if plan is None:
+        if plan is None or (max_host_words is not None and plan.host_end > max_host_words):
             continue
         if plan.resident:
             seen.add((d, order, chunk))     # the split does not matter when every tile stays resident
@@ -542,8 +543,9 @@ def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None)
         if best is None or plan.est_cycles < best.est_cycles:
             best = plan
     if best is None:
-        raise TilerError(f"{gemm.name}: no mapping fits sp_rows={config.sp_rows} / acc_rows={config.acc_rows} "
-                         f"for M={gemm.m} N={gemm.n} K={gemm.k}")
+        limit = f" / host memory of {max_host_words} words" if max_host_words is not None else ""
+        raise TilerError(f"{gemm.name}: no mapping fits sp_rows={config.sp_rows} / acc_rows={config.acc_rows}"
+                         f"{limit} for M={gemm.m} N={gemm.n} K={gemm.k}")
     return best
 
 
@@ -570,22 +572,29 @@ def estimate_cycles(program, config):
     """Cycles of a command program on ``config``: the tiler's cost model (replaceable: ``plan_gemm(cost=...)``,
     e.g. by the RTL-validated :func:`cdmqta.sw.perf.program_cycles`).
 
-    It follows the controller of :mod:`cdmqta.hw.controller`: three in-order units (load, execute, store) with a
-    counter scoreboard -- an execute command waits for every earlier LOAD, a COMPUTE also for every earlier
-    STORE's accumulator reads; a LOAD waits for every earlier PRELOAD / COMPUTE's scratchpad reads and every earlier
-    STORE (and, into the accumulator, every earlier COMPUTE); a STORE waits for every earlier LOAD and COMPUTE;
-    FENCE waits for all. LOAD / STORE move one row per cycle. Beats follow :mod:`cdmqta.hw.array`: a tile streams
-    m (WS) or ceil(k/pack) (OS) beats back to back with its neighbours, a PRELOAD's shifts ride on the previous
-    tile's beats (else k_lanes shift-only beats), a WS tile after an OS tile waits for its drain (1 + m), a tile
-    after an OS tile pays 1 beat (H2), and results land LATENCY = R + C + 1 (+ RESULT_DELAY) after the last beat."""
+    It follows the controller of :mod:`cdmqta.hw.controller`: three in-order units (load, execute, store) and a
+    scoreboard -- an execute command waits for the earlier LOADs into the scratchpad rows it reads (exact row
+    ranges) and a COMPUTE for every earlier STORE's accumulator reads; a LOAD waits for the earlier PRELOAD /
+    COMPUTE reads of the rows it overwrites, for every earlier STORE and, into the accumulator, every earlier
+    COMPUTE; a STORE waits for every earlier LOAD and COMPUTE; FENCE waits for all. LOAD / STORE move one row per
+    cycle. Beats follow :mod:`cdmqta.hw.array`: a tile streams m (WS) or ceil(k/pack) (OS) beats back to back
+    with its neighbours, a PRELOAD's shifts ride on the previous tile's beats (else k_lanes shift-only beats), a
+    WS tile after an OS tile waits for its drain (1 + m), a tile after an OS tile pays 1 beat (H2), and results
+    land LATENCY = R + C + 1 (+ RESULT_DELAY) after the last beat."""
     latency = config.rows + config.cols + 1 + RESULT_DELAY
     t_ld = t_st = barrier = 0
     ex_free = 0                 # next cycle the execute unit can issue a beat
-    ld_done = ex_read = comp_done = st_done = st_read = 0
+    ld_done = comp_done = st_done = st_read = 0
+    sp_loaded = np.zeros(config.sp_rows + 1, np.int64)     # when the last LOAD into a row completes
+    sp_read = np.zeros(config.sp_rows + 1, np.int64)       # when the last PRELOAD/COMPUTE reading a row is done
+    acc_loaded = np.zeros(config.acc_rows + 1, np.int64)
     precision = Precision.INT8
     ride = 0                    # beats of the last tile that a following preload may ride on
     prev_os_m = 0               # m of the previous tile if it was OS (its drain), else 0
     end = 0
+
+    def rmax(tbl, lo, hi):
+        return int(tbl[lo:hi].max()) if hi > lo else 0
 
     for word in program:
         op, f = decode(word)
@@ -595,31 +604,38 @@ def estimate_cycles(program, config):
         elif op == Op.CONFIG:
             precision = Precision(f["precision"])
         elif op == Op.LOAD:
-            start = max(t_ld, barrier, ex_read, st_done, comp_done if f["to_acc"] else 0)
+            lo, hi = f["sp_addr"], f["sp_addr"] + f["rows"]
+            start = max(t_ld, barrier, st_done)
+            start = max(start, comp_done if f["to_acc"] else rmax(sp_read, lo, hi))
             t_ld = ld_done = start + f["rows"] + LOAD_OVERHEAD
+            (acc_loaded if f["to_acc"] else sp_loaded)[lo:hi] = t_ld
         elif op == Op.PRELOAD:
             shifts = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
-            start = max(barrier, ld_done)
+            start = max(barrier, rmax(sp_loaded, f["b_addr"], f["b_addr"] + shifts))
             if start <= ex_free and ride:
                 extra = max(0, shifts - ride)        # rides on the previous tile's beats
             else:
                 extra = shifts
                 ex_free = max(ex_free, start)
             ex_free += extra + (1 if prev_os_m and extra else 0)
-            ex_read = ex_free
+            sp_read[f["b_addr"]:f["b_addr"] + shifts] = ex_free
             ride = 0
         elif op == Op.COMPUTE:
             steps = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
             ws = f["dataflow"] == Dataflow.WS
             beats = f["m"] if ws else steps
-            start = max(ex_free, barrier, ld_done, st_read)
+            reads = [(f["a_addr"], f["a_addr"] + f["m"])] if ws else \
+                    [(f["a_addr"], f["a_addr"] + steps), (f["b_addr"], f["b_addr"] + steps)]
+            start = max([ex_free, barrier, st_read, rmax(acc_loaded, f["c_addr"], f["c_addr"] + f["m"])]
+                        + [rmax(sp_loaded, lo, hi) for lo, hi in reads])
             if start > ex_free:
-                prev_os_m = 0                         # the array drained while it waited
+                prev_os_m = 0 if start > ex_free + prev_os_m else prev_os_m   # the array drained while it waited
             if prev_os_m:
                 start += 1 + prev_os_m if ws else 1
             ex_free = start + beats
-            ex_read = ex_free
-            comp_done = ex_free + latency
+            for lo, hi in reads:
+                sp_read[lo:hi] = ex_free
+            comp_done = max(comp_done, ex_free + latency)
             ride = beats
             prev_os_m = 0 if ws else f["m"]
             end = max(end, comp_done)

@@ -16,8 +16,8 @@ How the rows are recorded (:func:`record_unet`):
   frozen U-Net: an activation gradient only where the input requires one (none for ``conv_in`` on the noisy
   latent, none for the time-embedding branch, none towards the frozen text embedding of the cross-attention
   K/V projections, none for layers before the first adapter), and no frozen weight gradient. Per linear/conv:
-  ``dX = dY.W`` (M = T, N = in, K = out; convolutions: ``dcols = dY.W`` with N = C_in*kh*kw, K = C_out, col2im
-  being a scatter-add). Per attention head: ``dP = dO.V^T``, ``dV = P^T.dO``, ``dQ = dS.K``, ``dK = dS^T.Q``,
+  ``dX = dY.W`` (M = T, N = in, K = out; stride-1 convolutions as the transposed convolution, M = H*W, N = C_in,
+  K = C_out*kh*kw; strided ones as ``dcols = dY.W``, N = C_in*kh*kw, K = C_out, then col2im). Per attention head: ``dP = dO.V^T``, ``dV = P^T.dO``, ``dQ = dS.K``, ``dK = dS^T.Q``,
   each only where needed;
 - per adapted linear (DESIGN.md section 4) the LoRA GEMMs: ``H = X.A^T`` (T, r, in), ``Y1 = H.B^T`` (T, out, r),
   ``dH = dY.B`` (T, r, out), ``dB = dY^T.H`` (out, r, T), ``dA = dH^T.X`` (r, in, T) and, where the input needs a
@@ -89,14 +89,16 @@ PLACEMENTS = {
 }
 WORKLOADS = {"sd15-lora-kv": "kv", "sd15-lora-all": "all"}
 
-FIELDS = ("name", "phase", "cls", "rank", "m", "n", "k", "count", "a_id", "b_id", "c_id")
+FIELDS = ("name", "phase", "cls", "rank", "m", "n", "k", "count", "a_id", "b_id", "c_id", "a_elems")
 TEXT_ID = "text_emb"
 
 
 @dataclass(frozen=True)
 class Gemm:
     """C[m x n] (+)= A[m x k] . B[k x n], ``count`` identical instances. ``rank`` is 0 for rows that do not depend
-    on the LoRA rank. ``a_id``/``b_id``/``c_id`` name the operand tensors (equal ids = the same tensor)."""
+    on the LoRA rank. ``a_id``/``b_id``/``c_id`` name the operand tensors (equal ids = the same tensor).
+    ``a_elems`` is the number of distinct elements of A in memory when A is an im2col view (a convolution's input
+    feature map, C_in*H_in*W_in), 0 when A is a plain m x k matrix; the DRAM model reads it instead of m*k."""
 
     name: str
     phase: str
@@ -109,12 +111,15 @@ class Gemm:
     a_id: str = ""
     b_id: str = ""
     c_id: str = ""
+    a_elems: int = 0
 
     def __post_init__(self):
         for f in ("m", "n", "k", "count"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"GEMM {self.name!r}: {f}={v!r} must be a positive integer")
+        if isinstance(self.a_elems, bool) or not isinstance(self.a_elems, int) or self.a_elems < 0:
+            raise ValueError(f"GEMM {self.name!r}: a_elems={self.a_elems!r} must be a non-negative integer")
         if self.phase not in ("fwd", "bwd"):
             raise ValueError(f"GEMM {self.name!r}: phase={self.phase!r} must be fwd or bwd")
         if self.cls not in ("frozen", "attention", "lora"):
@@ -233,21 +238,34 @@ def record_unet(config=None, placement="kv", batch=1, latent=None, tokens=77, de
             t = output.shape[-1] * output.shape[-2]
             count = x.shape[0] * mod.groups
             m, n, k = t, n_out, c_in * kh * kw
-            bm, bn, bk = t, c_in * kh * kw, n_out
+            # the im2col matrix A is a view of the input feature map (per instance: C_in * H_in * W_in elements)
+            a_elems = c_in * x.shape[-1] * x.shape[-2] if (kh * kw > 1 or mod.stride != (1, 1)) else 0
+            t_in = x.shape[-1] * x.shape[-2]
+            if mod.stride == (1, 1) and t_in == t:
+                # dX as the transposed convolution: im2col of dY (a view of C_out*H*W) times W rearranged:
+                # M = H_in*W_in, N = C_in, K = C_out*kh*kw (same MACs as the forward; no col2im scatter)
+                bm, bn, bk = t_in, c_in, n_out * kh * kw
+                dx_a_elems = n_out * t if kh * kw > 1 else 0
+            else:
+                # strided: dcols = dY . W (M = H_out*W_out, N = C_in*kh*kw, K = C_out), then col2im (scatter-add)
+                bm, bn, bk = t, c_in * kh * kw, n_out
+                dx_a_elems = 0
         else:
             t = math.prod(x.shape[:-1])
             count = 1
             m, n, k = t, mod.out_features, mod.in_features
             bm, bn, bk = t, mod.in_features, mod.out_features
+            a_elems = dx_a_elems = 0
         a_id = tid(x, f"{name}.x")
         tid(output, f"{name}.y")
         base_name = name[:-len(".base")] if name.endswith(".base") else name
         if name.endswith(".lora_A") or name.endswith(".lora_B"):
             return   # adapter GEMMs are generated per rank by lora_gemms()
-        fwd.append(Gemm(base_name, "fwd", "frozen", m, n, k, count, 0, a_id, f"{base_name}.W^T", f"{base_name}.y"))
+        fwd.append(Gemm(base_name, "fwd", "frozen", m, n, k, count, 0, a_id, f"{base_name}.W^T", f"{base_name}.y",
+                        a_elems))
         if x.requires_grad:
             bwd.append(Gemm(f"{base_name}.dX", "bwd", "frozen", bm, bn, bk, count, 0,
-                            f"{base_name}.dY", f"{base_name}.W", f"{base_name}.dX"))
+                            f"{base_name}.dY", f"{base_name}.W", f"{base_name}.dX", dx_a_elems))
         if base_name in adapted:
             lora_sites.append(dict(name=base_name, t=m * count, d_in=k, d_out=n, input_grad=bool(x.requires_grad),
                                    a_id=a_id))
@@ -368,7 +386,7 @@ def load_csv(path):
                 name=d.get("name") or f"gemm{i - 1}", phase=d.get("phase") or "fwd", cls=d.get("cls") or "frozen",
                 m=int(d["m"]), n=int(d["n"]), k=int(d["k"]), count=int(d.get("count") or 1),
                 rank=int(d.get("rank") or 0), a_id=d.get("a_id") or "", b_id=d.get("b_id") or "",
-                c_id=d.get("c_id") or ""))
+                c_id=d.get("c_id") or "", a_elems=int(d.get("a_elems") or 0)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: row {i}: {exc}") from None
     if not rows:

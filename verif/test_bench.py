@@ -83,6 +83,8 @@ def test_bench_sd15_rank4():
     (("--workload", "/nonexistent/w.csv"), FileNotFoundError, "not found"),
     (("--rank", "5"), ValueError, "rank 5"),
     (("--bandwidth", "-1"), ValueError, "bandwidth"),
+    (("--bandwidth", "fast"), ValueError, "bandwidth"),
+    (("--sp-rows", "8"), ValueError, "--sp-rows=8"),
 ])
 def test_bad_input_one_line_error(argv, exc, msg):
     with pytest.raises(exc) as e:

@@ -90,12 +90,13 @@ def test_wrapper_shift_chain_and_xor_fold():
     sim.run()
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_wrapper_rejects_non_component():
+    not_component, design = Module(), _Comb()
+    not_component._MustUse__silence = design._MustUse__silence = True
     with pytest.raises(TypeError, match="wiring.Component"):
-        HostLinkWrapper(Module())
+        HostLinkWrapper(not_component)
     with pytest.raises(ValueError, match="link_width"):
-        HostLinkWrapper(_Comb(), link_width=0)
+        HostLinkWrapper(design, link_width=0)
 
 
 @pytest.mark.synth
@@ -145,6 +146,18 @@ def test_failed_tool_run_reports_its_error(tmp_path):
         synthesize(_MacRow(9), target="ice40-up5k", workdir=tmp_path, dsp_limit=None, progress=_quiet())
     assert info.value.stage == "nextpnr" and info.value.returncode != 0
     assert any("ICESTORM_DSP" in line or "SB_MAC16" in line for line in info.value.lines), info.value.lines
+
+
+@pytest.mark.synth
+def test_icebreaker_bitstream(tmp_path, capsys):
+    """amaranth-boards + YoWASP: a 1x1 array becomes an iCEBreaker bitstream (fixed UP5K size, iCE40 sync word)."""
+    rc = cli_main(["synth", "--board", "icebreaker", "--rows", "1", "--cols", "1", "--quiet",
+                   "--workdir", str(tmp_path)])
+    assert rc == 0
+    bitstream = tmp_path / "top.bin"
+    assert capsys.readouterr().out.strip() == f"bitstream: {bitstream}"
+    data = bitstream.read_bytes()
+    assert len(data) == 104090 and data[4:8] == bytes.fromhex("7eaa997e")
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -72,6 +72,17 @@ def test_sd15_csv_consistency(workload, sites_per_block):
     # the frozen forward of the SD-1.5 U-Net at 64x64: 338.6 GMAC (convolutions + linears)
     fwd = sum(g.macs for g in rows if g.phase == "fwd" and g.cls == "frozen")
     assert fwd == 338_610_585_600
+    # a 3x3 convolution: im2col GEMM M = 64*64, N = C_out, K = 9*C_in, A a view of the 320 x 64 x 64 input;
+    # its dX as the transposed convolution (M = 64*64, N = C_in, K = 9*C_out), A a view of dY
+    by_name = {g.name: g for g in rows}
+    conv = by_name["down_blocks.0.resnets.0.conv1"]
+    assert (conv.m, conv.n, conv.k, conv.a_elems) == (4096, 320, 2880, 320 * 64 * 64)
+    # the first resnet precedes every adapter: no activation gradient is needed there
+    assert "down_blocks.0.resnets.0.conv1.dX" not in by_name
+    dx = by_name["down_blocks.0.resnets.1.conv1.dX"]
+    assert (dx.m, dx.n, dx.k, dx.a_elems) == (4096, 320, 2880, 320 * 64 * 64)
+    down = by_name["down_blocks.0.downsamplers.0.conv.dX"]      # stride 2: dcols = dY . W, then col2im
+    assert (down.m, down.n, down.k) == (32 * 32, 320 * 9, 320)
 
 
 def test_load_workload_errors(tmp_path):
