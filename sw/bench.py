@@ -348,8 +348,10 @@ def _fmt_summary(out):
                      f"{st['coverage_macs'] * 100:.1f}% of step MACs, {lo['coverage_macs'] * 100:.1f}% of LoRA MACs): "
                      f"{st['total_cycles']} cycles vs our fixed-WS formula {st['fixed_ws_formula_cycles']} on the same "
                      f"GEMMs (SCALE-Sim = folds*(2R+C+M-2) - 1 per GEMM: the same fill, skew and drain; its stall "
-                     f"cycles are 0 in CALC mode); LoRA GEMMs: SCALE-Sim {lo['total_cycles']}, ours (fused) "
-                     f"{next(iter(out['per_rank'].values()))['cycles_lora_ours']}")
+                     f"cycles are 0 in CALC mode)" + (
+                         f"; all LoRA GEMMs: SCALE-Sim WS {lo['total_cycles']}, ours (fused) "
+                         f"{next(iter(out['per_rank'].values()))['cycles_lora_ours']}" if lo["coverage_macs"] > 0.999
+                         else ""))
     lines.append("targets (minimum over ranks):")
     for t in out["targets"]:
         v = "-" if t["value"] is None else f"{t['value']:.3f}"

@@ -370,11 +370,23 @@ def run_study(cfg, log=print):
                     r["step_overhead_vs_fp32"] = r["seconds_per_step"] / ref["seconds_per_step"]
             placements[placement] = {"targets": PLACEMENTS[placement], "modes": modes}
         first = placements[cfg.placements[0]]
+        goals = {}
+        for placement, pr in placements.items():
+            m = pr["modes"]
+            if "fp32" not in m:
+                continue
+            g = {}
+            for mode, n_std in (("int8", 1), ("int8-w4", 2)):
+                if mode in m:
+                    g[f"{mode}_dfid_within_{n_std}_std"] = abs(m[mode]["dfid_vs_fp32"]) <= n_std * m["fp32"]["fid_std"]
+                    g[f"{mode}_step_overhead_le_3x"] = m[mode]["step_overhead_vs_fp32"] <= 3.0
+            goals[placement] = g
         return {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
             "placement": cfg.placements[0],
             "modes": first["modes"],
             "placements": placements,
+            "goals": goals,
             "reference": {
                 "fid_before_finetune_mean": _mean_std(before)[0], "fid_before_finetune_std": _mean_std(before)[1],
                 "fid_real_vs_real": fid_real, "classifier_test_accuracy": clf.test_accuracy,
@@ -404,6 +416,8 @@ def format_table(result):
                          f"{r['class_accuracy_mean']:.2f} | {r['seconds_per_step']:.3f} | "
                          f"{'—' if ov is None else f'{ov:.2f}x'} |")
     lines.append("")
+    for placement, g in result.get("goals", {}).items():
+        lines.append(f"Goals ({placement}): " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in g.items()) + ".")
     lines.append(f"Before fine-tuning: digits-FID {ref['fid_before_finetune_mean']:.2f} ± "
                  f"{ref['fid_before_finetune_std']:.2f}; real-vs-real floor {ref['fid_real_vs_real']:.2f}; "
                  f"feature classifier test accuracy {ref['classifier_test_accuracy']:.3f}; seeds "

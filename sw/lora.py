@@ -60,6 +60,13 @@ def _seed(base, step, kind):
     return (int(base) * 0x9E3779B1 + int(step) * 0x85EBCA77 + int(kind) * 0xC2B2AE3D + 0x27D4EB2F) & 0xFFFFFFFF
 
 
+def _scale(scale, factor, dtype):
+    """``scale * factor`` as a Python float (per tensor) or a ``dtype`` tensor (per channel)."""
+    if isinstance(scale, torch.Tensor):
+        return (scale * factor).to(dtype)
+    return float(scale) * factor
+
+
 class _QuantLoRAFunction(torch.autograd.Function):
     """Forward and backward of one quantized LoRA linear layer on 2-D input [T, in]; see the module doc."""
 
@@ -84,8 +91,9 @@ class _QuantLoRAFunction(torch.autograd.Function):
         y1_acc = eng.gemm(p + "Y1", hq, bq.t().contiguous(), "int8")
         y0_acc = eng.gemm(p + "Y0", xq, layer.w0q_t, "int8")
 
-        y = y0_acc.to(torch.float64) * (layer.w0_scale_row * s_x) + y1_acc.to(torch.float64) * (layer.scaling * s_h * s_b)
-        y = y.to(x.dtype)
+        # dequantize on the host: int32 * float scale promotes straight to the float dtype (no int64/float64 copies)
+        y = (y0_acc * _scale(layer.w0_scale_row, s_x, x.dtype)).to(x.dtype)
+        y.add_(y1_acc, alpha=layer.scaling * s_h * s_b)
         if layer.base.bias is not None:
             y = y + layer.base.bias
         ctx.layer = layer
@@ -113,20 +121,21 @@ class _QuantLoRAFunction(torch.autograd.Function):
         d_x = d_a = d_b = None
         db_acc = eng.gemm(p + "dB", dyq.t().contiguous(), hq, "int8")
         if need_b:
-            d_b = (db_acc.to(torch.float64) * (layer.scaling * s_dy * s_h)).to(dy.dtype)
+            d_b = (db_acc * (layer.scaling * s_dy * s_h)).to(dy.dtype)
         da_acc = eng.gemm(p + "dA", dhq.t().contiguous(), xq, "int8")
         if need_a:
-            d_a = (da_acc.to(torch.float64) * (s_dh * s_x)).to(dy.dtype)
+            d_a = (da_acc * (s_dh * s_x)).to(dy.dtype)
         if need_x:
             if layer.w0_per_channel:
-                dyw = dy.to(torch.float64) * layer.w0_scale_row
+                dyw = dy.to(torch.float64) * layer.w0_scale_row  # per-channel W0 scales move onto dY
                 dywq, s_dyw = quantize_tensor(dyw, 8, rounding=rounding, seed=_seed(layer.seed, step, 3))
                 s_dyw = float(s_dyw)
             else:
                 dywq, s_dyw = dyq, s_dy * float(layer.w0_scale)
             dx0_acc = eng.gemm(p + "dX0", dywq, layer.w0q, "int8")
             dxl_acc = eng.gemm(p + "dXlora", dhq, aq, "int8")
-            d_x = (dx0_acc.to(torch.float64) * s_dyw + dxl_acc.to(torch.float64) * (s_dh * s_a)).to(dy.dtype)
+            d_x = (dx0_acc * s_dyw).to(dy.dtype)
+            d_x.add_(dxl_acc, alpha=s_dh * s_a)
         return d_x, d_a, d_b, None
 
 

@@ -17,43 +17,47 @@ from cdmqta.sw.rtl_driver import pack_rows
 HOST_WORDS, CMD_WORDS = 64, 64
 
 
-def run_sim(cfg, host_rows, program, max_cycles=4000):
-    """host_rows: {addr: (kind, rows)}. Returns (status, error_index, host words, counters)."""
+def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=()):
+    """Run ``programs`` (a list of command lists) one after another on one simulated SimTop.
+
+    host_rows: {addr: (kind, rows)} written before the first program; ``reset_words`` are zeroed before each.
+    Returns one dict per program: status, index, host words, counters.
+    """
     dut = SimTop(cfg, host_words=HOST_WORDS, cmd_words=CMD_WORDS)
-    result = {}
+    results = []
 
     async def bench(ctx):
-        host_mem = dut.host_mem
-        cmd_mem = dut.cmd_mem
         for addr, (kind, rows) in host_rows.items():
             for i, w in enumerate(pack_rows(rows, kind, cfg.lanes)):
-                ctx.set(host_mem.data[addr + i], w)
-        for i, w in enumerate(program):
-            ctx.set(cmd_mem.data[i], w)
-        ctx.set(dut.n_cmds, len(program))
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        await ctx.tick()
-        for _ in range(max_cycles):
-            if ctx.get(dut.done):
-                break
+                ctx.set(dut.host_mem.data[addr + i], w)
+        for program in programs:
+            for a in reset_words:
+                ctx.set(dut.host_mem.data[a], 0)
+            for i, w in enumerate(program):
+                ctx.set(dut.cmd_mem.data[i], w)
+            ctx.set(dut.n_cmds, len(program))
+            ctx.set(dut.start, 1)
             await ctx.tick()
-        else:
-            raise AssertionError("done never rose")
-        result["status"] = Status(ctx.get(dut.status))
-        result["index"] = ctx.get(dut.error_index)
-        result["host"] = [ctx.get(host_mem.data[i]) for i in range(HOST_WORDS)]
-        result["counters"] = {c: ctx.get(getattr(dut, c)) for c in ("busy_cycles", "macs", "stall_cycles",
-                                                                     "compute_cycles")}
+            ctx.set(dut.start, 0)
+            await ctx.tick()
+            for _ in range(max_cycles):
+                if ctx.get(dut.done):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError("done never rose")
+            results.append({
+                "status": Status(ctx.get(dut.status)), "index": ctx.get(dut.error_index),
+                "host": [ctx.get(dut.host_mem.data[i]) for i in range(HOST_WORDS)],
+                "counters": {c: ctx.get(getattr(dut, c)) for c in ("busy_cycles", "macs", "stall_cycles",
+                                                                    "compute_cycles")},
+            })
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return result
-
-
+    return results
 
 
 def emulate(cfg, host_rows, program):
@@ -67,7 +71,7 @@ def emulate(cfg, host_rows, program):
 
 
 def check(cfg, host_rows, program):
-    got = run_sim(cfg, host_rows, program)
+    got = run_sim(cfg, host_rows, [program])[0]
     status, index, host, emu = emulate(cfg, host_rows, program)
     assert got["status"] == status
     if status != Status.OK:
@@ -115,7 +119,7 @@ def test_small_gemm_and_counters(dataflow):
     assert got["counters"]["busy_cycles"] > beats
 
 
-@pytest.mark.parametrize("bad,status", [
+BAD = [
     (0xE, Status.BAD_OPCODE),
     (encode(Op.CONFIG, shift=63), Status.BAD_FIELD),
     (encode(Op.STORE, out=3, rows=1, cols=1), Status.BAD_FIELD),
@@ -127,12 +131,19 @@ def test_small_gemm_and_counters(dataflow):
     (encode(Op.LOAD, rows=2, host_addr=60, host_stride=4), Status.ADDR_RANGE),
     (encode(Op.STORE, acc_addr=0, rows=1, cols=1, host_addr=HOST_WORDS), Status.ADDR_RANGE),
     (encode(Op.COMPUTE, dataflow=Dataflow.WS, m=1, n=1, k=1), Status.BAD_FIELD),   # WS without PRELOAD
-])
-def test_status_and_stop(bad, status):
+]
+
+
+def test_status_and_stop():
+    """Each bad command stops its program: status, index, and the STORE after it never runs."""
     host = {0: ("int8", np.ones((1, CFG.lanes), np.int64))}
-    prog = [encode(Op.LOAD, sp_addr=0, rows=1, host_addr=0, host_stride=1), bad,
-            encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=1, cols=1, host_addr=40, host_stride=1)]
-    got = run_sim(CFG, host, prog)
-    assert got["status"] == status
-    assert got["index"] == 1
-    assert got["host"][40] == 0, "the command after the error ran"
+    store = encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=1, cols=1, host_addr=40, host_stride=1)
+    load = encode(Op.LOAD, sp_addr=0, rows=1, host_addr=0, host_stride=1)
+    programs = [[load, bad, store] for bad, _ in BAD] + [[load, store]]
+    results = run_sim(CFG, host, programs, reset_words=(40,))
+    for n, ((bad, status), got) in enumerate(zip(BAD, results)):
+        assert got["status"] == status, f"case {n}: {got['status'].name} != {status.name}"
+        assert got["index"] == 1, f"case {n}"
+        assert got["host"][40] == 0, f"case {n}: the command after the error ran"
+    # The next run after an error starts clean and runs to the end.
+    assert results[-1]["status"] == Status.OK and results[-1]["host"][40] == 0

@@ -187,3 +187,52 @@ def test_array_against_schedule(rows, cols):
     assert res == [t.result() for t in tiles]
     assert busy[sched.cycles - 1] == 1 and busy[sched.cycles] == 0
     assert busy[-1] == sched.cycles - 1
+
+
+def test_array_int8_only_build():
+    """A --no-int4 array runs INT8 tiles of both dataflows exactly."""
+    rng = random.Random(77)
+    tiles = [_rand_tile(rng, df, "int8", 2, 3) for df in ("ws", "os", "os", "ws", "ws", "os")]
+    sched = schedule(tiles, 2, 3)
+    dut = Array(QTAConfig(rows=2, cols=3, int4=False))
+    got = {"ws": [], "drain": []}
+
+    async def tb(ctx):
+        fields = ("compute", "shift", "dataflow", "precision", "sel", "first")
+        for cyc in range(sched.cycles + 1):
+            if cyc < len(sched.beats):
+                bt = sched.beats[cyc]
+                ctx.set(dut.a, bt.a)
+                ctx.set(dut.b, bt.b)
+                ctx.set(dut.d, bt.d)
+                ctx.set(dut.ctrl, {f: getattr(bt, f) for f in fields})
+            else:
+                ctx.set(dut.ctrl, {f: 0 for f in fields})
+            for port in ("ws", "drain"):
+                if ctx.get(getattr(dut, f"{port}_valid")):
+                    got[port].append([int(v) for v in ctx.get(getattr(dut, f"{port}_row"))])
+            await ctx.tick()
+
+    run(dut, tb)
+    assert sched.results(got["ws"], got["drain"]) == [t.result() for t in tiles]
+
+
+def test_schedule_cycles_and_hazard_check():
+    from cdmqta.hw.array_schedule import Beat, check, gemm_tiles, ideal_cycles
+
+    a = [[1] * 64 for _ in range(64)]
+    for df, expect in (("ws", 4096 + 8 + 17), ("os", 4096 + 1 + 8 + 17)):
+        tiles, _ = gemm_tiles(a, a, 8, 8, df)
+        assert schedule(tiles, 8, 8).cycles == expect
+    assert ideal_cycles(64, 64, 64, 8, 8) == 4096
+    # WS after OS: the drain rides on the WS tile's beats except its first one (H2)
+    t_os = Tile("os", "int8", [[1, 2], [3, 4]], [[1, 0], [0, 1]])
+    t_ws = Tile("ws", "int8", [[1, 1]] * 5, [[1, 2], [3, 4]])
+    s = schedule([t_ws, t_os, t_ws], 2, 2)
+    assert all(not (b.shift and p.compute and p.dataflow == 1 and p.sel != b.sel) for p, b in zip(s.beats, s.beats[1:]))
+    z = [0, 0]
+    bad = [Beat(z, z, z, compute=1, dataflow=1, sel=0, first=1), Beat(z, z, z, shift=1, sel=1)]
+    with pytest.raises(ValueError, match="H2"):
+        check(bad, 2, 2)
+    with pytest.raises(ValueError, match="exceeds rows"):
+        schedule([Tile("ws", "int8", [[1] * 3], [[1]] * 3)], 2, 2)
