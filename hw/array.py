@@ -32,7 +32,8 @@ Beat (one per cycle, presented on the input ports and sampled at the clock edge;
 Outputs (south, de-skewed: all C lanes of one row appear in the same cycle)
 --------------------------------------------------------------------------
 ``ws_valid`` / ``ws_row[j]`` (signed acc_width): the result row of a WS compute beat presented at cycle t
-    appears at cycle t + LATENCY:  ws_row[j] = sum_i a[i] * W[i, j]  (WS weight W in c[sel]).
+    appears at cycle t + LATENCY:  ws_row[j] = sum_i mac(a[i], W[i, j])  (W = low 8 bits of c[sel] of PE(i, j);
+    mac = product in INT8, lo*lo + hi*hi of the nibbles in INT4).
 ``drain_valid`` / ``drain_row[j]``: for EVERY shift beat presented at cycle t, at t + LATENCY, the old c[!sel]
     of PE(R-1, j). Which drain rows are results (and of which tile/row) is the scheduler's knowledge.
 ``busy``: a beat is still in flight (1 from the cycle after a beat enters until its outputs have appeared).
@@ -44,13 +45,15 @@ that can write only one result row per cycle must not overlap them (keep drain s
 
 Dataflow WS (tile: W = B[k x n] stationary, k <= R (k <= 2R INT4, packed along K), n <= C; A[m x k] streamed)
 -----------------------------------------------------------------------------------------------------------
-* Preload: k shift beats whose ``d`` carries weight rows in REVERSE order: the j-th of them (j = 0..k-1) carries
-  d = W_lane[k-1-j, 0..n-1] (zeros or anything in lanes >= n). After them, W_lane row r is in PE row r (r < k);
-  rows >= k hold stale values, which is harmless because ``a`` lanes >= k must be 0 (see hazards).
-  These shifts carry the ``sel`` of the tile BEFORE (they fill its shadow) and MUST be the last k shift beats
+* Preload: k_lanes shift beats (k_lanes = k in INT8, ceil(k / 2) in INT4) whose ``d`` carries the weight rows
+  in REVERSE order: the j-th of them (j = 0..k_lanes-1) carries d = W_lane[k_lanes-1-j, 0..n-1] (anything in
+  lanes >= n). After them, W_lane row r is in PE row r (r < k_lanes); rows >= k_lanes hold stale values, which
+  is harmless because ``a`` lanes >= k_lanes must be 0 (see hazards).
+  These shifts carry the ``sel`` of the tile BEFORE (they fill its shadow) and MUST be the last k_lanes shifts
   before the tile's first compute beat. They may share beats with that earlier tile's compute beats (any
   dataflow), so tile i+1's weights load while tile i streams. The first compute beat may be the very next beat.
-  INT4: W_lane[r, j] = pack(B[2r, j], B[2r+1, j]) (isa.py packing), k_lanes = ceil(k / 2) shifts.
+  INT8: W_lane[r, j] = B[r, j]; INT4: W_lane[r, j] = pack(B[2r, j], B[2r+1, j]) (isa.py packing, odd k: the
+  last high nibble is 0). Before the very first tile there is no earlier tile: use sel = !sel_0 (shift-only).
 * Compute: m beats, beat t: a[i] = A[t, i] (INT4: pack(A[t, 2i], A[t, 2i+1])), i < k_lanes, a[i] = 0 for
   i >= k_lanes; compute=1, dataflow=WS, sel = the tile's buffer. Output: ws_row = A[t, :] . W = C[t, 0..C-1]
   (use lanes < n), at beat cycle + LATENCY, in beat order. m is unbounded (streamed); m < R costs m beats.

@@ -106,7 +106,8 @@ def main(argv=None):
                 for df in ("ws", "os"))
     depth = 1 << max(10, (beats - 1).bit_length())
     t0 = time.perf_counter()
-    built = rtlsim.build(ArrayHarness(cfg, depth=depth), "array_harness", cxx_opt="-O2")
+    built = rtlsim.build(ArrayHarness(cfg, depth=depth), "array_harness", cxx_opt="-O2",
+                         public=[("array_harness", mem) for mem in ("beat_mem", "ws_mem", "drain_mem")])
     t_build = time.perf_counter() - t0
     out = Path(args.json).resolve()
     env = {"CDMQTA_BENCH_OUT": out, "CDMQTA_ROWS": args.rows, "CDMQTA_COLS": args.cols, "CDMQTA_M": args.m,

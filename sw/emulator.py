@@ -32,7 +32,7 @@ Semantics that :mod:`cdmqta.hw.isa` leaves open, fixed here (the controller must
 
 import numpy as np
 
-from ..hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, Status, decode, IsaError
+from ..hw.isa import Dataflow, IsaError, OutFormat, Precision, Rounding, Status, decode
 
 __all__ = ["Emulator", "EmulatorError", "unpack_int4", "cmd_name"]
 

