@@ -16,7 +16,7 @@ store units (:mod:`cdmqta.hw.dma`).
   COMPUTE after it (else BAD_FIELD; the PEs that would hold the weights are reused by OS tiles). The first bad
   command sets ``status`` / ``error_index`` (0-based), nothing after it is dispatched, the commands before it
   complete, then ``done`` rises: an error never hangs the controller.
-* Dispatch: LOAD -> load queue (16 deep), PRELOAD / COMPUTE -> execute queue (16), STORE -> store queue (8, with a
+* Dispatch: LOAD -> load queue (8 deep), PRELOAD / COMPUTE -> execute queue (8), STORE -> store queue (8, with a
   snapshot of the CONFIG state, so CONFIG never waits for the units), CONFIG / NOP take one cycle, FENCE waits
   until every unit is idle. Each queue is in order; the units run concurrently.
 * Scoreboard (automatic; FENCE is never needed for correctness, only to wait for the host): a command at the
@@ -25,7 +25,7 @@ store units (:mod:`cdmqta.hw.dma`).
   still reading its accumulator rows (WAR); a STORE for COMPUTEs writing its accumulator rows and LOADs into
   them (RAW) and LOADs still reading its host words (WAR); a LOAD for PRELOAD / COMPUTEs still reading its
   scratchpad rows (WAR), STOREs still writing its host words (RAW), and, into the accumulator, COMPUTEs and
-  STOREs using its rows. Exact row ranges, kept in tables of the last 32 commands of each kind (host ranges of
+  STOREs using its rows. Exact row ranges, kept in tables of the last 16 commands of each kind (host ranges of
   strided transfers include the gaps). So a program overlaps loads, computes and stores by placing the LOADs
   of later tiles ahead (into other rows) and a tile's STORE after the next tile's COMPUTE (double buffers).
 * Performance counters (64 bit, per run): ``busy_cycles`` (start to done), ``macs`` (m*n*k of dispatched
@@ -356,8 +356,8 @@ class Controller(wiring.Component):
         ExecEntry = data.StructLayout({"cmd": ExecCmd, "r0": Range, "r1": Range, "c": Range,
                                        "t_load": 16, "t_store": 16})
         StoreEntry = data.StructLayout({"cmd": StoreCmd(haw), "r": Range, "h": HRange, "t_load": 16, "t_comp": 16})
-        load_q = fifo.SyncFIFOBuffered(width=LoadEntry.size, depth=16)
-        exec_q = fifo.SyncFIFOBuffered(width=ExecEntry.size, depth=16)
+        load_q = fifo.SyncFIFOBuffered(width=LoadEntry.size, depth=8)
+        exec_q = fifo.SyncFIFOBuffered(width=ExecEntry.size, depth=8)
         store_q = fifo.SyncFIFOBuffered(width=StoreEntry.size, depth=8)
         m.submodules.load_q, m.submodules.exec_q, m.submodules.store_q = load_q, exec_q, store_q
         le, ee, se = LoadEntry(load_q.r_data), ExecEntry(exec_q.r_data), StoreEntry(store_q.r_data)
@@ -368,8 +368,9 @@ class Controller(wiring.Component):
         # until done, computes until their results are written, stores until read (acc) / written (host);
         # each kind completes in order, so "in flight" is "sequence number >= completed count". Execute
         # commands release their scratchpad rows out of order (a PRELOAD may finish reading before the COMPUTE
-        # it rides on), so their slots carry a pending bit. NT exceeds every queue depth + what a unit holds.
-        NT = 32
+        # it rides on), so their slots carry a pending bit. Dispatch waits while a kind has NT commands in
+        # flight (or the execute slot to reuse is still pending), so a slot is never reused too early.
+        NT = 16
         LoadSlot = data.StructLayout({"seq": 16, "to_acc": 1, "r": Range, "h": HRange})
         ExecSlot = data.StructLayout({"seq": 16, "pending": 1, "r0": Range, "r1": Range})
         CompSlot = data.StructLayout({"seq": 16, "c": Range})
@@ -415,9 +416,9 @@ class Controller(wiring.Component):
             + [older_in_flight(sl, se.t_comp, done_cnt["comp"]) & overlap(sl.c, se.r) for sl in cslots])
 
         for j, sl in enumerate(eslots):
-            with m.If(self.pre_read_done & (self.pre_read_seq[:5] == j)):
+            with m.If(self.pre_read_done & (self.pre_read_seq[:4] == j)):
                 m.d.sync += sl.pending.eq(0)
-            with m.If(self.comp_read_done & (self.comp_read_seq[:5] == j)):
+            with m.If(self.comp_read_done & (self.comp_read_seq[:4] == j)):
                 m.d.sync += sl.pending.eq(0)
 
         m.d.comb += [
@@ -568,9 +569,15 @@ class Controller(wiring.Component):
 
         with m.If(cur_go & ((opcode == Op.PRELOAD) | (opcode == Op.COMPUTE))):
             for j, sl in enumerate(eslots):
-                with m.If(n_exec[:5] == j):
+                with m.If(n_exec[:4] == j):
                     m.d.sync += [sl.seq.eq(n_exec), sl.pending.eq(1), sl.r0.eq(e_in.r0), sl.r1.eq(e_in.r1)]
 
+        eslot_free = Signal()
+        for j, sl in enumerate(eslots):
+            with m.If(n_exec[:4] == j):
+                m.d.comb += eslot_free.eq(~sl.pending)
+        room = {"load": (n_load - done_cnt["load"])[:16] < NT, "comp": (n_comp - done_cnt["comp"])[:16] < NT,
+                "store": (n_store - done_cnt["store"])[:16] < NT, "exec": eslot_free}
         self._debug = {"fetched": fetched, "cur_valid": cur_valid, "cur_index": cur_index, "opcode": opcode,
                        "load_q": load_q.r_rdy, "exec_q": exec_q.r_rdy, "store_q": store_q.r_rdy, "load_ok": load_ok,
                        "exec_ok": exec_ok, "store_ok": store_ok, "err": err, "running": running, "t_store": ee.t_store,
@@ -588,31 +595,31 @@ class Controller(wiring.Component):
                     m.d.sync += [prec.eq(cf.precision), rounding.eq(cf.rounding), shift.eq(cf.shift),
                                  mult.eq(cf.mult), seed.eq(cf.seed)]
             with m.Case(Op.LOAD):
-                m.d.comb += [cur_go.eq(ok & load_q.w_rdy), load_q.w_en.eq(cur_go)]
+                m.d.comb += [cur_go.eq(ok & load_q.w_rdy & room["load"]), load_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += n_load.eq(n_load + 1)
                     for j, sl in enumerate(lslots):
-                        with m.If(n_load[:5] == j):
+                        with m.If(n_load[:4] == j):
                             m.d.sync += [sl.seq.eq(n_load), sl.to_acc.eq(ld.to_acc), sl.r.eq(l_in.r), sl.h.eq(l_in.h)]
             with m.Case(Op.PRELOAD):
-                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
+                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy & room["exec"]), exec_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += [n_exec.eq(n_exec + 1), weights_valid.eq(1)]
             with m.Case(Op.COMPUTE):
-                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy), exec_q.w_en.eq(cur_go)]
+                m.d.comb += [cur_go.eq(ok & exec_q.w_rdy & room["exec"] & room["comp"]), exec_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += [n_exec.eq(n_exec + 1), n_comp.eq(n_comp + 1),
                                  self.macs.eq(self.macs + cp.m * cp.n * cp.k)]
                     for j, sl in enumerate(cslots):
-                        with m.If(n_comp[:5] == j):
+                        with m.If(n_comp[:4] == j):
                             m.d.sync += [sl.seq.eq(n_comp), sl.c.eq(e_in.c)]
                     with m.If(cp.dataflow == Dataflow.OS):
                         m.d.sync += weights_valid.eq(0)
             with m.Case(Op.STORE):
-                m.d.comb += [cur_go.eq(ok & store_q.w_rdy), store_q.w_en.eq(cur_go)]
+                m.d.comb += [cur_go.eq(ok & store_q.w_rdy & room["store"]), store_q.w_en.eq(cur_go)]
                 with m.If(cur_go):
                     m.d.sync += n_store.eq(n_store + 1)
                     for j, sl in enumerate(sslots):
-                        with m.If(n_store[:5] == j):
+                        with m.If(n_store[:4] == j):
                             m.d.sync += [sl.seq.eq(n_store), sl.r.eq(s_in.r), sl.h.eq(s_in.h)]
         return m

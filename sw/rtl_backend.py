@@ -159,7 +159,8 @@ def run_job(engine, job):
     {"kind": "lora", "tokens", "in", "out", "rank", "quant", "steps", "seed", "rounding"}: the golden model's
     training step(s) (:func:`cdmqta.sw.lora.reference_step`) on ``engine`` and on a TorchEngine; every integer
     tensor of both runs is compared (``diffs`` empty = bit-exact), and the float parameters after the steps.
-    {"kind": "gemms", "gemms": [[m, n, k, precision, dataflow or null, seed(, name)], ...]}: random operands.
+    {"kind": "gemms", "gemms": [[m, n, k, precision, dataflow or null, seed(, name, epilogue)], ...]}: random
+    operands; ``epilogue`` {"mult", "shift", "bits", "rounding", "seed"} requantizes in the GEMM's STOREs.
     """
     import torch
 
@@ -185,9 +186,17 @@ def run_job(engine, job):
             m, n, k, precision, dataflow, seed = g[:6]
             a, b = _gemm_operands(seed, m, n, k, precision)
             engine.dataflow = dataflow
-            name = g[6] if len(g) > 6 else f"g{i}_{m}x{n}x{k}_{precision}_{dataflow or 'auto'}"
-            out = engine.gemm(name, a, b, precision)
-            if not torch.equal(out, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)):
+            name = g[6] if len(g) > 6 and g[6] else f"g{i}_{m}x{n}x{k}_{precision}_{dataflow or 'auto'}"
+            expect = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+            if len(g) > 7 and g[7]:     # fused requantization epilogue {"mult", "shift", "bits", "rounding", "seed"}
+                from .requant import requantize
+                ep = g[7]
+                out = engine.gemm_requant(name, a, b, precision, **ep)
+                expect = requantize(expect, ep["mult"], ep["shift"], bits=ep["bits"], rounding=ep["rounding"],
+                                    seed=ep["seed"])
+            else:
+                out = engine.gemm(name, a, b, precision)
+            if not torch.equal(out, expect):
                 diffs.append(f"gemm {i} {(m, n, k, precision, dataflow)} differs")
         engine.dataflow = None
         res["diffs"] = diffs

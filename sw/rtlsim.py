@@ -143,8 +143,9 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
     pass "-O2". None keeps Verilator's defaults.
 
     ``public``: None = every signal visible to cocotb (Verilator ``--public-flat-rw``, cocotb's default);
-    or a list of ``(module, signal)`` pairs (e.g. ``[("array_harness", "beat_mem")]``): only those (plus the
-    top-level ports) are visible, through a Verilator control file, which lets Verilator optimize the rest."""
+    or a list of ``(module, signal)`` pairs, wildcards allowed (e.g. ``[("array_harness", "*")]``: the ports,
+    registers and memories of the top module, not its submodules): only those are visible, through a Verilator
+    control file, which lets Verilator optimize the rest. Include the top module's ports (cocotb needs clk)."""
     from cocotb_tools.runner import get_runner
 
     if simulator == "verilator":

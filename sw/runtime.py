@@ -87,40 +87,56 @@ class TiledEngine(Engine):
             return d[name]
         return d.get(name.rsplit(":", 1)[-1])
 
-    def _run(self, plan, kind, name):
+    def _host_image(self, plan, kind, name):
         if self.host_words is not None and plan.host_end > self.host_words:
             raise ProgramError(f"{kind} {name}: needs {plan.host_end} host words, the memory has {self.host_words}")
-        host = np.zeros((plan.host_end, 4 * self.config.lanes), np.uint8)
-        return host
+        return np.zeros((plan.host_end, 4 * self.config.lanes), np.uint8)
 
-    def _gemm(self, name, a, b, precision):
-        from .tiler import GemmSpec, plan_gemm
+    def _gemm(self, name, a, b, precision, epilogue=None):
+        from .tiler import Epilogue, GemmSpec, plan_gemm
         m, k = a.shape
         n = b.shape[1]
         dataflow = self._dataflow_for(name)
-        key = (m, n, k, precision, dataflow)
+        epilogue = epilogue or Epilogue()
+        key = (m, n, k, precision, dataflow, epilogue)
         plan = self._plans.get(key)      # a training step repeats its shapes every step: plan once
         if plan is None:
-            plan = self._plans[key] = plan_gemm(GemmSpec(m, n, k, precision, name=name), self.config,
+            plan = self._plans[key] = plan_gemm(GemmSpec(m, n, k, precision, epilogue, name=name), self.config,
                                                 dataflow=dataflow, cost=self.cost, max_host_words=self.host_words)
-        host = self._run(plan, "gemm", name)
+        host = self._host_image(plan, "gemm", name)
         plan.pack_host(a.cpu().numpy(), b.cpu().numpy(), host)
         res = self._checked(plan, host, name)
-        out = torch.from_numpy(plan.read_result(host).astype(np.int32))
+        out = torch.from_numpy(plan.read_result(host))
         exact = None
         if self.compare:
-            exact = torch.equal(out, self._reference._gemm(name, a, b, precision))
+            ref = self._reference._gemm(name, a, b, precision)
+            if epilogue.out != "int32":
+                ref = self._reference._requant(name, ref, epilogue.mult, epilogue.shift, int(epilogue.out[3:]),
+                                               epilogue.rounding, epilogue.seed)
+            exact = torch.equal(out, ref)
         cycles = int(res["cycles"])
         self.stats.append(GemmStat("gemm", name, m, n, k, precision, plan.dataflow, cycles, plan.ideal,
                                    plan.ideal / cycles if cycles else 0.0, exact, len(plan.program), plan.est_cycles))
         return out
+
+    def gemm_requant(self, name, a, b, precision="int8", mult=1, shift=0, bits=8, rounding="nearest", seed=0):
+        """A GEMM whose STOREs requantize (the epilogue fused into the GEMM): equals
+        ``requantize(a @ b, mult, shift, bits, rounding, seed)`` in C's coordinates whatever the mapping."""
+        from .engine import check_operand
+        from .tiler import Epilogue
+        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"{name}: cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
+        check_operand(f"{name}.a", a, precision)
+        check_operand(f"{name}.b", b, precision)
+        ep = Epilogue(out=f"int{bits}", mult=mult, shift=shift, rounding=rounding, seed=seed)
+        return self._gemm(name, a, b, precision, ep)
 
     def _requant(self, name, acc, mult, shift, bits, rounding, seed):
         from .tiler import Epilogue, plan_requant
         m, n = acc.shape
         ep = Epilogue(out="int8" if bits == 8 else "int4", mult=mult, shift=shift, rounding=rounding, seed=seed)
         plan = plan_requant(m, n, ep, self.config, cost=self.cost)
-        host = self._run(plan, "requant", name)
+        host = self._host_image(plan, "requant", name)
         plan.pack_host(acc.cpu().numpy(), host)
         res = self._checked(plan, host, name)
         out = torch.from_numpy(plan.read_result(host))

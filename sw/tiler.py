@@ -192,7 +192,7 @@ class Plan:
                 vals = words[:, :w].view(np.int8)
             out[:, blk * r.block: blk * r.block + w] = vals
         out = out.T if self.transposed else out
-        return out.astype(np.int32 if self.gemm.epilogue.out == "int32" else np.int8)
+        return np.ascontiguousarray(out.astype(np.int32 if self.gemm.epilogue.out == "int32" else np.int8))
 
     def summary(self):
         g = self.gemm

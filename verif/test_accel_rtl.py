@@ -4,8 +4,8 @@ One model per configuration, built once per machine through sw/rtlsim.py's cache
 memories (also used for the cycle measurement) and a non-square 8x4 one with small memories.
 """
 
+import functools
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ PERF_SHAPES = [
 ]
 
 
+@functools.lru_cache(maxsize=None)
 def _build(name):
     from cdmqta.hw.top import SimTop
     from cdmqta.sw import rtlsim

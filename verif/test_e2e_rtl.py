@@ -40,6 +40,10 @@ def random_gemms(seed, n=14):
              [60, 12, 96, "int8", "ws"],   # A is 720 scratchpad rows: beyond the 8x4 config's 512 (reloads)
              [31, 37, 41, "int8", "os"]]
     out = [g + [1000 + i] for i, g in enumerate(fixed)]
+    # fused requantizing STOREs: IS stores transposed tiles, stochastic rounding must use C's coordinates
+    sr = {"mult": 40503, "shift": 21, "bits": 8, "rounding": "stochastic", "seed": 0xC0FFEE}
+    out += [[19, 13, 29, "int8", df, 3000 + i, f"fused_{df}", sr] for i, df in enumerate(("ws", "os", "is"))]
+    out.append([23, 9, 17, "int4", "is", 3003, "fused_int4_out", dict(sr, bits=4, shift=12)])
     for i in range(n - len(fixed)):
         m, nn, k = (rng.choice([1, 2, 3, 5, 7, 9, 16, 23, 33, 47]) for _ in range(3))
         out.append([m, nn, k, rng.choice(["int8", "int4"]), rng.choice([None, "ws", "os", "is"]), 2000 + i])
@@ -64,6 +68,7 @@ def test_lora_steps_and_random_gemms_on_rtl(name, tmp_path):
     gemms = {"kind": "gemms", "gemms": random_gemms(seed=len(name) + CONFIGS[name].cols)}
     results = run_rtl(name, lora_jobs() + [gemms], tmp_path)
     assert len(results) == 5
+    assert sum(s["name"].startswith("fused") for s in results[4]["stats"]) == 4
     for res in results:
         assert res["bit_exact"], (res["job"], res["diffs"][:5])
         assert not res["emulator_mismatches"]
