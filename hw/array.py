@@ -99,8 +99,13 @@ Reset clears the pipeline's control (no beat in flight) and the stationary regis
 both dataflows' datapaths (they share the MAC; ``QTAConfig.dataflows`` only restricts what the controller
 accepts). WS partial sums for split K (k > rows) are added outside the array (accumulator memory).
 
-Timing: every PE-to-PE signal is registered; the multiplier output is registered (one DSP per MAC on ECP5,
-MULT18X18D), which is the +1 in LATENCY. The input skew and output de-skew are register chains inside.
+Timing: every PE-to-PE signal is registered. Each MAC is one fully registered DSP (ECP5 MULT18X18D: 14x14
+signed, input and output registers): its operands are selected one cycle ahead from the PE's look-ahead inputs
+(the neighbours' inputs, ``*_next``) and registered, so nothing but routing precedes the multiplier and this
+adds no latency; the product register is the +1 in LATENCY. Stage 2 is an AND-OR addend select (pre-decoded
+one-hot masks) and one adder with the INT4 rounding as carry-in. The input skew and output de-skew are register
+chains inside. The hazard rules above are unchanged by this pipelining (the look-ahead weight read bypasses a
+shift that writes the same register in the same cycle).
 """
 
 from amaranth.hdl import Module, Signal, signed
@@ -148,42 +153,50 @@ class Array(wiring.Component):
         cfg = self._config
         R, C, W = cfg.rows, cfg.cols, cfg.acc_width
 
-        def delay(value, n, name):
-            """``value`` through ``n`` registers (n >= 0)."""
+        def delay(value, n, name, stages=False):
+            """``value`` through ``n`` registers (n >= 0); with ``stages``, the list of all n+1 taps."""
+            taps = [value]
             for k in range(n):
-                reg = Signal.like(value, name=f"{name}_d{k}", reset_less=False)
+                reg = Signal.like(value, name=f"{name}_d{k}")
                 m.d.sync += reg.eq(value)
                 value = reg
-            return value
+                taps.append(reg)
+            return taps if stages else value
 
         pes = [[PE(W, cfg.int4) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
 
-        # input skew: row i of A delayed by i+1, column j of B/D/control by j+1
+        # input skew: row i of A delayed by i+1, column j of B/D/control by j+1. Each PE also sees its inputs of
+        # the next cycle (`*_next`: the previous skew tap, or its neighbour's inputs) to register MAC operands.
         for i in range(R):
-            m.d.comb += pes[i][0].a_in.eq(delay(self.a[i], i + 1, f"a_skew{i}"))
+            taps = delay(self.a[i], i + 1, f"a_skew{i}", stages=True)
+            m.d.comb += [pes[i][0].a_in.eq(taps[-1]), pes[i][0].a_next.eq(taps[-2])]
         for j in range(C):
             top = pes[0][j]
+            b_taps = delay(self.b[j], j + 1, f"b_skew{j}", stages=True)
+            c_taps = delay(self.ctrl, j + 1, f"ctrl_skew{j}", stages=True)
             m.d.comb += [
-                top.b_in.eq(delay(self.b[j], j + 1, f"b_skew{j}")),
+                top.b_in.eq(b_taps[-1]), top.b_next.eq(b_taps[-2]),
+                top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]),
                 top.d_in.eq(delay(self.d[j], j + 1, f"d_skew{j}")),
-                top.ctrl_in.eq(delay(self.ctrl, j + 1, f"ctrl_skew{j}")),
                 top.psum_in.eq(0),
             ]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
                 if j + 1 < C:
-                    m.d.comb += pes[i][j + 1].a_in.eq(pe.a_out)
+                    m.d.comb += [pes[i][j + 1].a_in.eq(pe.a_out), pes[i][j + 1].a_next.eq(pe.a_in)]
                 if i + 1 < R:
                     below = pes[i + 1][j]
                     m.d.comb += [
                         below.b_in.eq(pe.b_out),
+                        below.b_next.eq(pe.b_in),
                         below.d_in.eq(pe.d_out),
                         below.psum_in.eq(pe.psum_out),
                         below.ctrl_in.eq(pe.ctrl_out),
+                        below.ctrl_next.eq(pe.ctrl_in),
                     ]
 
         # output de-skew: column j delayed by C-1-j; the drain path gets one more register to equalize latency

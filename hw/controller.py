@@ -44,8 +44,9 @@ tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
 
 * A tile costs max(beats, shifts in its window [+1 after an OS tile]) where beats = m (WS) or K steps (OS, k or
   ceil(k/2) in INT4); the next tile's first beat follows its last beat directly (0 bubbles).
-* A WS tile after an OS tile waits for the OS tile's drain (1 + m_prev shift-only beats) because both would
-  write a result row in the same cycle; OS after OS, WS after WS and WS -> OS overlap fully.
+* Dataflow switches: WS -> OS and OS -> OS overlap fully (the OS tile's drain rides on the next OS tile's
+  beats); WS -> WS too. OS -> WS costs the OS tile's drain, 1 + m_prev shift-only beats, because a drained row
+  and a WS result row would need the accumulator's single write port in the same cycle.
 * A PRELOAD with no compute to ride on costs k_lanes shift-only beats (the first tile of a run, or a tile
   shorter than the next tile's k_lanes).
 * WS COMPUTEs after the same PRELOAD continue in the same window (same weights, any m, any c_addr).
@@ -53,7 +54,13 @@ tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
   cycles) so that STOREs and FENCEs depending on it can proceed.
 * Results: a beat issued at cycle t reaches the array at t+1 and its row is written into the accumulator
   memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
-  write request.
+  write request. A run of tiles therefore costs (first preload, if WS) + sum of tile costs + LATENCY + ~4
+  (dispatch and write-back), when the operands are already loaded.
+* Around it (see :mod:`cdmqta.hw.dma`): a LOAD of r rows occupies the load unit r + 3 cycles (r + 5 into the
+  accumulator); a STORE of r rows occupies the store unit r + 1 cycles and its last host write lands r + 6
+  cycles after it starts. The dispatcher takes one command per cycle; a command reaches its unit ~3 cycles after
+  it is fetched. The host port moves one row per cycle in each direction, so a GEMM whose operand rows outnumber
+  its compute beats (e.g. WS with n <= C streaming a new A chunk per tile) is bound by loads, not by the array.
 Scratchpad reads (3 read ports): port 0 = A row of a compute beat, port 1 = B row of an OS compute beat,
 port 2 = the weight row of a preload shift.
 """
@@ -428,8 +435,9 @@ class Controller(wiring.Component):
             store_q.r_en.eq(self.store.ready & store_ok),
         ]
         all_idle = Signal()
-        m.d.comb += all_idle.eq(~load_q.r_rdy & ~exec_q.r_rdy & ~store_q.r_rdy & ~self.load_busy & self.exec_idle
-                                & ~self.store_busy)
+        # ``level`` (not ``r_rdy``): a just-written entry is not visible at the read side for a cycle or two.
+        m.d.comb += all_idle.eq((load_q.level == 0) & (exec_q.level == 0) & (store_q.level == 0) & ~self.load_busy
+                                & self.exec_idle & ~self.store_busy)
 
         # -- run state ------------------------------------------------------------------------------------
         running, stop = Signal(), Signal()
@@ -475,53 +483,58 @@ class Controller(wiring.Component):
         ws_built, os_built = "ws" in cfg.dataflows, "os" in cfg.dataflows
         err = Signal(3)
         ld, pl, cp, st, cf = v[Op.LOAD], v[Op.PRELOAD], v[Op.COMPUTE], v[Op.STORE], v[Op.CONFIG]
+
+        def first_error(checks):
+            """The status of the first true condition of [(condition, status)] (Python bools fold away)."""
+            result = Const(0, 3)
+            for cond, status in reversed(checks):
+                if cond is True:
+                    result = Const(status, 3)
+                elif cond is not False:
+                    result = Mux(cond, status, result)
+            return result
+
+        is_ws = cp.dataflow == Dataflow.WS
+        steps = steps_of(cp.k)
+        if ws_built and os_built:
+            df_not_built = False
+        else:
+            df_not_built = is_ws if not ws_built else ~is_ws
         with m.Switch(opcode):
             with m.Case(Op.NOP, Op.FENCE):
                 pass
             with m.Case(Op.CONFIG):
-                with m.If(cf.shift > 47):
-                    m.d.comb += err.eq(Status.BAD_FIELD)
-                with m.Elif((cf.precision == Precision.INT4) & (not cfg.int4)):
-                    m.d.comb += err.eq(Status.NOT_BUILT)
+                m.d.comb += err.eq(first_error([
+                    (cf.shift > 47, Status.BAD_FIELD),
+                    (False if cfg.int4 else cf.precision == Precision.INT4, Status.NOT_BUILT)]))
             with m.Case(Op.LOAD):
                 depth = Mux(ld.to_acc, cfg.acc_rows, cfg.sp_rows)
-                with m.If(ld.rows == 0):
-                    m.d.comb += err.eq(Status.ZERO_SIZE)
-                with m.Elif((ld.sp_addr + ld.rows > depth) | host_bad(ld.host_addr, ld.rows, ld.host_stride)):
-                    m.d.comb += err.eq(Status.ADDR_RANGE)
+                m.d.comb += err.eq(first_error([
+                    (ld.rows == 0, Status.ZERO_SIZE),
+                    ((ld.sp_addr + ld.rows > depth) | host_bad(ld.host_addr, ld.rows, ld.host_stride),
+                     Status.ADDR_RANGE)]))
             with m.Case(Op.PRELOAD):
-                with m.If(not ws_built):
-                    m.d.comb += err.eq(Status.NOT_BUILT)
-                with m.Elif((pl.k == 0) | (pl.n == 0)):
-                    m.d.comb += err.eq(Status.ZERO_SIZE)
-                with m.Elif((pl.k > kmax) | (pl.n > C)):
-                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
-                with m.Elif(pl.b_addr + steps_of(pl.k) > cfg.sp_rows):
-                    m.d.comb += err.eq(Status.ADDR_RANGE)
+                m.d.comb += err.eq(first_error([
+                    (not ws_built, Status.NOT_BUILT),
+                    ((pl.k == 0) | (pl.n == 0), Status.ZERO_SIZE),
+                    ((pl.k > kmax) | (pl.n > C), Status.TILE_TOO_LARGE),
+                    (pl.b_addr + steps_of(pl.k) > cfg.sp_rows, Status.ADDR_RANGE)]))
             with m.Case(Op.COMPUTE):
-                is_ws = cp.dataflow == Dataflow.WS
-                steps = steps_of(cp.k)
-                with m.If(Mux(is_ws, not ws_built, not os_built)):
-                    m.d.comb += err.eq(Status.NOT_BUILT)
-                with m.Elif((cp.m == 0) | (cp.n == 0) | (cp.k == 0)):
-                    m.d.comb += err.eq(Status.ZERO_SIZE)
-                with m.Elif(Mux(is_ws, cp.k > kmax, cp.m > R) | (cp.n > C)):
-                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
-                with m.Elif(Mux(is_ws, cp.a_addr + cp.m > cfg.sp_rows,
-                                (cp.a_addr + steps > cfg.sp_rows) | (cp.b_addr + steps > cfg.sp_rows))
-                            | (cp.c_addr + cp.m > cfg.acc_rows)):
-                    m.d.comb += err.eq(Status.ADDR_RANGE)
-                with m.Elif(is_ws & ~weights_valid):
-                    m.d.comb += err.eq(Status.BAD_FIELD)
+                m.d.comb += err.eq(first_error([
+                    (df_not_built, Status.NOT_BUILT),
+                    ((cp.m == 0) | (cp.n == 0) | (cp.k == 0), Status.ZERO_SIZE),
+                    (Mux(is_ws, cp.k > kmax, cp.m > R) | (cp.n > C), Status.TILE_TOO_LARGE),
+                    (Mux(is_ws, cp.a_addr + cp.m > cfg.sp_rows,
+                         (cp.a_addr + steps > cfg.sp_rows) | (cp.b_addr + steps > cfg.sp_rows))
+                     | (cp.c_addr + cp.m > cfg.acc_rows), Status.ADDR_RANGE),
+                    (is_ws & ~weights_valid, Status.BAD_FIELD)]))
             with m.Case(Op.STORE):
-                with m.If(st.out > OutFormat.INT4):
-                    m.d.comb += err.eq(Status.BAD_FIELD)
-                with m.Elif((st.rows == 0) | (st.cols == 0)):
-                    m.d.comb += err.eq(Status.ZERO_SIZE)
-                with m.Elif(st.cols > C):
-                    m.d.comb += err.eq(Status.TILE_TOO_LARGE)
-                with m.Elif((st.acc_addr + st.rows > cfg.acc_rows) | host_bad(st.host_addr, st.rows, st.host_stride)):
-                    m.d.comb += err.eq(Status.ADDR_RANGE)
+                m.d.comb += err.eq(first_error([
+                    (st.out > OutFormat.INT4, Status.BAD_FIELD),
+                    ((st.rows == 0) | (st.cols == 0), Status.ZERO_SIZE),
+                    (st.cols > C, Status.TILE_TOO_LARGE),
+                    ((st.acc_addr + st.rows > cfg.acc_rows) | host_bad(st.host_addr, st.rows, st.host_stride),
+                     Status.ADDR_RANGE)]))
             with m.Default():
                 m.d.comb += err.eq(Status.BAD_OPCODE)
 

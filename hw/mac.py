@@ -13,8 +13,11 @@ The low term lies in [-56, 64], so ``((A'*B' + 2**8) >> 9) mod 2**9`` read as a 
 dot product (range [-112, 128], 9 bits; the high term only touches bits >= 18). A 14x14 signed multiply fits one
 ECP5 MULT18X18D, so one DSP gives one INT8 MAC or two INT4 MACs per cycle.
 
-Timing (latency 1): ``a``, ``b``, ``int4`` are sampled at a clock edge into the registered product (the DSP's
-output register); during the NEXT cycle ``sum = addend + product`` is combinational, and the PE registers it.
+Timing: ``a``, ``b``, ``int4`` are the operands of the NEXT cycle's multiply: they are packed into operand
+registers (the DSP's input registers) at the clock edge ending cycle t-1, multiplied into the product register
+(the DSP's output register) at the edge ending cycle t, and during cycle t+1 ``sum = addend + product`` is
+combinational (the PE registers it). The INT4 rounding constant enters the final adder as a carry-in
+(``dot = P[9:18] + P[8]``), so no adder sits between the DSP and the accumulator adder.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -25,7 +28,7 @@ __all__ = ["MAC"]
 
 
 class MAC(wiring.Component):
-    """``sum`` (cycle t+1) = ``addend`` (cycle t+1) + product of (``a``, ``b``, ``int4``) sampled at cycle t.
+    """``sum`` (cycle t+1) = ``addend`` (cycle t+1) + product of (``a``, ``b``, ``int4``) given in cycle t-1.
 
     acc_width -- width of ``addend`` / ``sum`` (two's complement, wraps).
     int4      -- build the INT4 mode; without it the multiplier is a plain 8x8 and ``int4`` is ignored.
@@ -44,24 +47,26 @@ class MAC(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        value = Signal(signed(16))
+        width = 14 if self._int4 else 8
+        op_a = Signal(signed(width))
+        op_b = Signal(signed(width))
+        product = Signal(signed(2 * width))
+        int4_op = Signal()
+        int4_q = Signal()
         if self._int4:
             a_lo, a_hi = self.a[0:4].as_signed(), self.a[4:8].as_signed()
             b_lo, b_hi = self.b[0:4].as_signed(), self.b[4:8].as_signed()
-            op_a = Signal(signed(14))
-            op_b = Signal(signed(14))
             with m.If(self.int4):
-                m.d.comb += [op_a.eq((a_hi << 9) + a_lo), op_b.eq((b_lo << 9) + b_hi)]
+                m.d.sync += [op_a.eq((a_hi << 9) + a_lo), op_b.eq((b_lo << 9) + b_hi)]
             with m.Else():
-                m.d.comb += [op_a.eq(self.a), op_b.eq(self.b)]
-            product = Signal(signed(28))
-            int4_q = Signal()
-            m.d.sync += [product.eq(op_a * op_b), int4_q.eq(self.int4)]
-            dot = (product + (1 << 8))[9:18].as_signed()
-            m.d.comb += value.eq(Mux(int4_q, dot, product[0:16].as_signed()))
+                m.d.sync += [op_a.eq(self.a), op_b.eq(self.b)]
+            m.d.sync += [int4_op.eq(self.int4), int4_q.eq(int4_op)]
         else:
-            product = Signal(signed(16))
-            m.d.sync += product.eq(self.a * self.b)
-            m.d.comb += value.eq(product)
-        m.d.comb += self.sum.eq(self.addend + value)
+            m.d.sync += [op_a.eq(self.a), op_b.eq(self.b)]
+        m.d.sync += product.eq(op_a * op_b)
+        if self._int4:
+            value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
+            m.d.comb += self.sum.eq(self.addend + value + (int4_q & product[8]))
+        else:
+            m.d.comb += self.sum.eq(self.addend + product[0:16].as_signed())
         return m

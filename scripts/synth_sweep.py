@@ -23,11 +23,11 @@ import time
 def _parse_list(text, kind, allowed=None):
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise SystemExit(f"synth_sweep: error: --{kind} is empty")
+        raise ValueError(f"--{kind} is empty")
     if allowed is not None:
         bad = [t for t in items if t not in allowed]
         if bad:
-            raise SystemExit(f"synth_sweep: error: --{kind} {','.join(bad)}: choose from {', '.join(allowed)}")
+            raise ValueError(f"--{kind} {','.join(bad)}: choose from {', '.join(allowed)}")
     return items
 
 
@@ -37,7 +37,7 @@ def _size(text):
         r = int(rows)
         c = int(cols) if cols else r
     except ValueError:
-        raise SystemExit(f"synth_sweep: error: bad size {text!r} (use N or RxC)") from None
+        raise ValueError(f"bad size {text!r} (use N or RxC)") from None
     return r, c
 
 
@@ -67,20 +67,22 @@ def plot(results, path):
     if not ok:
         return
     fig, (ax_f, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
-    for prec, marker in (("int8", "o"), ("int4", "s")):
+    for ax in (ax_f, ax_r):
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+    for prec, marker, color in (("int8", "o", "tab:blue"), ("int4", "s", "tab:orange")):
         rs = sorted((r for r in ok if r["precision"] == prec), key=lambda r: r["macs"])
         if not rs:
             continue
         macs = [r["macs"] for r in rs]
         labels = [f"{r['rows']}x{r['cols']}" for r in rs]
-        ax_f.plot(macs, [r["fmax_mhz"] for r in rs], marker=marker, label=prec)
-        ax_r.plot(macs, [r["lut"] for r in rs], marker=marker, label=f"LUT ({prec})")
-        ax_r.plot(macs, [r["dsp"] for r in rs], marker=marker, linestyle="--", label=f"DSP ({prec})")
+        ax_f.plot(macs, [r["fmax_mhz"] for r in rs], marker=marker, color=color, label=prec)
+        ax_r.plot(macs, [r["lut"] for r in rs], marker=marker, color=color, label=f"LUT ({prec})")
+        ax_r.plot(macs, [r["dsp"] for r in rs], marker=marker, color=color, linestyle="--", label=f"DSP ({prec})")
         ax_f.set_xticks(macs, labels)
         ax_r.set_xticks(macs, labels)
     for ax in (ax_f, ax_r):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("array size (MACs)")
+        ax.set_xlabel("array size (rows x cols)")
         ax.grid(True, alpha=0.3)
         ax.legend()
     ax_f.set_ylabel("Fmax (MHz)")
@@ -96,7 +98,7 @@ def plot(results, path):
 
 def main(argv=None):
     from cdmqta.hw.config import QTAConfig
-    from cdmqta.synth.flow import TARGETS, ToolError, synthesize_config
+    from cdmqta.synth.flow import TARGETS, ToolError, stop_tools_on_sigterm, synthesize_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="2,4,8,16", help="comma-separated N (NxN) or RxC sizes (default: 2,4,8,16)")
@@ -109,11 +111,24 @@ def main(argv=None):
     p.add_argument("--out", default="build/synth_sweep", help="output directory (default: build/synth_sweep)")
     args = p.parse_args(argv)
 
-    if args.target not in TARGETS:
-        raise SystemExit(f"synth_sweep: error: unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
-    sizes = [_size(s) for s in _parse_list(args.sizes, "sizes")]
-    precisions = _parse_list(args.precisions, "precisions", ("int8", "int4"))
+    try:
+        if args.target not in TARGETS:
+            raise ValueError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+        sizes = [_size(s) for s in _parse_list(args.sizes, "sizes")]
+        precisions = _parse_list(args.precisions, "precisions", ("int8", "int4"))
+        for rows, cols in sizes:
+            QTAConfig(rows=rows, cols=cols)
+    except ValueError as exc:
+        p.error(str(exc))
     os.makedirs(args.out, exist_ok=True)
+    with stop_tools_on_sigterm():
+        return _sweep(args, sizes, precisions)
+
+
+def _sweep(args, sizes, precisions):
+    from cdmqta.hw.config import QTAConfig
+    from cdmqta.synth.flow import ToolError, synthesize_config
+
     results = []
     t0 = time.monotonic()
     for rows, cols in sizes:

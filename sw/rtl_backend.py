@@ -112,13 +112,38 @@ class RtlBackend(TiledEngine):
 # Building and running from plain Python
 # ----------------------------------------------------------------------------------------------------------------
 
+def _simtop_verilog(config, host_words, cmd_words):
+    """Verilog of SimTop, cached by a hash of the generator sources (hw/*.py), the config and the sizes: Amaranth's
+    elaboration + conversion takes longer than a cached Verilator build's lookup, so it is skipped as well."""
+    import hashlib
+    from pathlib import Path
+
+    import amaranth
+
+    from . import rtlsim
+    hw_dir = Path(__file__).resolve().parent.parent / "hw"
+    h = hashlib.sha256()
+    for p in sorted(hw_dir.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    h.update(f"{config.to_json()}|{host_words}|{cmd_words}|{amaranth.__version__}".encode())
+    path = rtlsim.cache_dir() / f"simtop-verilog-{h.hexdigest()[:20]}.v"
+    if path.exists():
+        return path.read_text()
+    from ..hw.top import SimTop
+    text = rtlsim.to_verilog(SimTop(config, host_words=host_words, cmd_words=cmd_words), "simtop")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return text
+
+
 def build_simtop(config, host_words=None, cmd_words=None):
     """Verilator model of SimTop(config) (cached by sw/rtlsim.py); returns (Build, host_words, cmd_words)."""
-    from ..hw.top import SimTop
     from . import rtlsim
     hw_, cw = sim_sizes(config)
     host_words, cmd_words = host_words or hw_, cmd_words or cw
-    return rtlsim.build(SimTop(config, host_words=host_words, cmd_words=cmd_words), "simtop"), host_words, cmd_words
+    text = _simtop_verilog(config, host_words, cmd_words)
+    return rtlsim.build(None, "simtop", verilog_text=text), host_words, cmd_words
 
 
 def run_jobs(config, jobs, workdir=None, host_words=None, cmd_words=None):

@@ -51,6 +51,11 @@ LINT_WAIVERS = {
                    "assigns it in an always block; this is how it expresses `init=`, not a bug",
     "DECLFILENAME": "all modules of a design are written into one file named after the top (Amaranth's "
                     "hierarchical module names like `array.pe_0_0` cannot match a file name)",
+    "CASEINCOMPLETE": "yosys writes an Amaranth `m.Switch`/FSM as a `case` over the listed values only; every "
+                      "signal gets its default assignment before the `case`, so unlisted values are defined "
+                      "(seen in the accelerator's controller, not in the array)",
+    "WIDTHTRUNC": "yosys writes a multi-bit `~x.any()`-style test as `!x[1:0]`, whose Verilog meaning (x == 0) is "
+                  "the intended one (seen in the accelerator, not in the array)",
 }
 
 VERILATOR_DEFAULT_ARGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
@@ -132,8 +137,17 @@ def _verilator_runner(public_flat_rw):
     return Verilator() if public_flat_rw else _Verilator()
 
 
+def _hw_source_digest():
+    """sha256 of the generator sources (cdmqta.hw): a design key is only valid for the same generator code."""
+    hw = Path(__file__).resolve().parent.parent / "hw"
+    h = hashlib.sha256()
+    for f in sorted(hw.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def build(design, toplevel, simulator="verilator", build_args=None, verilog_text=None, cxx_opt="-O0",
-          public=None):
+          public=None, design_key=None):
     """Build (or reuse from the cache) a simulator model of ``design`` (an Amaranth component) or of
     ``verilog_text``; returns a :class:`Build`.
 
@@ -145,7 +159,12 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
     ``public``: None = every signal visible to cocotb (Verilator ``--public-flat-rw``, cocotb's default);
     or a list of ``(module, signal)`` pairs, wildcards allowed (e.g. ``[("array_harness", "*")]``: the ports,
     registers and memories of the top module, not its submodules): only those are visible, through a Verilator
-    control file, which lets Verilator optimize the rest. Include the top module's ports (cocotb needs clk)."""
+    control file, which lets Verilator optimize the rest. Include the top module's ports (cocotb needs clk).
+
+    ``design_key``: a string that identifies the design (e.g. ``repr`` of its parameters). With it, a cached
+    model is found without converting the design to Verilog again (a 16x16 harness takes ~13 s to convert);
+    the key is combined with a digest of the cdmqta.hw sources and of every build option, so editing the
+    generator invalidates it. ``design`` may then be a zero-argument callable (only called on a miss)."""
     from cocotb_tools.runner import get_runner
 
     if simulator == "verilator":
@@ -157,11 +176,22 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
         build_args = list(build_args or [])
     else:
         raise ValueError(f"simulator={simulator!r}: expected 'verilator' or 'icarus'")
-    text = verilog_text if verilog_text is not None else to_verilog(design, toplevel)
     # OPT_SLOW (constructors, the VPI symbol table of --public-flat-rw: one huge function) always -O0: at -O2 it
     # alone takes many minutes; OPT_FAST (the per-cycle evaluation) gets cxx_opt.
     make_vars = [] if (simulator != "verilator" or cxx_opt is None) else [
         f"OPT_FAST={cxx_opt}", "OPT_SLOW=-O0"]
+    opts_key = "\0".join([toplevel, simulator, *build_args, *make_vars, repr(public), _tool_version(simulator)])
+    index = None
+    if design_key is not None:
+        dk = hashlib.sha256("\0".join([design_key, opts_key, _hw_source_digest()]).encode()).hexdigest()[:20]
+        index = cache_dir() / f".design-{dk}"
+        if index.exists():
+            bdir = cache_dir() / index.read_text().strip()
+            if (bdir / "built.ok").exists():
+                return Build(simulator, toplevel, bdir, bdir / f"{toplevel}.v")
+    if verilog_text is None and callable(design) and not hasattr(design, "elaborate"):
+        design = design()
+    text = verilog_text if verilog_text is not None else to_verilog(design, toplevel)
     vlt = None
     if simulator == "verilator" and public is not None:
         vlt = "`verilator_config\n" + "".join(f'public_flat_rw -module "{mod}" -var "{var}"\n' for mod, var in public)
@@ -202,6 +232,8 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
                     else:
                         os.environ["MAKEFLAGS"] = saved
             stamp.write_text(key + "\n")
+    if index is not None:
+        index.write_text(bdir.name + "\n")
     return Build(simulator, toplevel, bdir, bdir / f"{toplevel}.v")
 
 

@@ -468,7 +468,37 @@ def _config_from_args(args):
     return QTAConfig.from_dict(base)
 
 
+class stop_tools_on_sigterm:
+    """Within this block SIGTERM raises SystemExit, so that a running tool is killed (see run_tool) rather than
+    left orphaned when the flow itself is terminated (e.g. by ``timeout``)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
 def main(args):
+    with stop_tools_on_sigterm():
+        return _main(args)
+
+
+def _main(args):
     if args.target not in TARGETS:
         raise ValueError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
     if args.top not in TOPS:

@@ -459,3 +459,50 @@ async def random_tile_sequences(dut):
         tb.write({0: data})
         res = await tb.run(prog, compare_words=(0, end))
         assert res["status"] == Status.OK, f"program {n}: {res['status'].name} at {res['error_index']}"
+
+
+@cocotb.test()
+async def tile_timing(dut):
+    """Per-tile cost with operands resident: adding one tile to a run adds exactly its beats (no bubbles between
+    tiles), and the fixed cost of a run is the fill + drain. Numbers go to RESULTS_JSON when set."""
+    if not os.environ.get("TIMING"):
+        return
+    tb = TB(dut)
+    await tb.start()
+    R, C = CFG.rows, CFG.cols
+    tb.write({0: np.ones((4 * R, CFG.lanes), np.int64)})
+    res = await tb.run([encode(Op.CONFIG, mult=1), encode(Op.LOAD, sp_addr=0, rows=4 * R, host_addr=0, host_stride=1)])
+    assert res["status"] == Status.OK
+
+    def ws(m, k):
+        return [encode(Op.PRELOAD, b_addr=0, k=k, n=C),
+                encode(Op.COMPUTE, dataflow=Dataflow.WS, a_addr=0, c_addr=0, m=m, n=C, k=k)]
+
+    def os_(m, k):
+        return [encode(Op.COMPUTE, dataflow=Dataflow.OS, a_addr=0, b_addr=R, c_addr=2 * R, m=m, n=C, k=k)]
+
+    kinds = {
+        "ws m=2R k=R": (lambda: ws(2 * R, R), 2 * R),
+        # shorter than the next preload: its k shifts, which start one cycle after the COMPUTE's first beat
+        "ws m=R/2 k=R": (lambda: ws(max(1, R // 2), R), R + 1),
+        "os m=R k=2R": (lambda: os_(R, 2 * R), 2 * R),
+        # shorter than its drain: m shifts of the previous tile, from the window's first beat
+        "os m=R k=R/2": (lambda: os_(R, max(1, R // 2)), R),
+        "os->ws pair": (lambda: os_(R, 2 * R) + ws(2 * R, R), 2 * R + 1 + R + 2 * R),
+    }
+    out = {}
+    for name, (tile, expect) in kinds.items():
+        cycles = []
+        for n in (4, 5, 4, 5):
+            res = await tb.run(sum((tile() for _ in range(n)), []))
+            assert res["status"] == Status.OK
+            cocotb.log.info("%s x%d: %s", name, n, res)
+            cycles.append(res["cycles"])
+        cycles = cycles[2:]
+        out[name] = {"per_tile": cycles[1] - cycles[0], "expected": expect, "run_of_4": cycles[0]}
+        cocotb.log.info("%s: %s", name, out[name])
+    if os.environ.get("RESULTS_JSON"):
+        with open(os.environ["RESULTS_JSON"], "w") as f:
+            json.dump(out, f, indent=1)
+    for name, r in out.items():
+        assert r["per_tile"] == r["expected"], f"{name}: {r}"

@@ -64,3 +64,11 @@ def test_accel_performance(tmp_path):
     for r in rows.values():
         print(f"{r['name']:32s} {r['cycles']:7d} cycles  ideal {r['ideal']:8.0f}  ratio {r['ratio']:.3f}"
               f"  stall {r['stall_cycles']}")
+
+
+def test_tile_timing(tmp_path):
+    """Back-to-back tiles cost exactly their beats (the cycle model's per-tile rules, hw/controller.py)."""
+    out = tmp_path / "timing.json"
+    _run("8x8", testcase="tile_timing", extra={"TIMING": "1", "RESULTS_JSON": out})
+    for name, r in json.loads(out.read_text()).items():
+        print(f"{name:16s} per tile {r['per_tile']:4d} (expected {r['expected']})  run of 4: {r['run_of_4']}")

@@ -16,8 +16,8 @@ SHAPES = [(4, 4), (8, 4), (16, 16), (5, 3)]
 def _run(rows, cols, simulator, testcase=None):
     cfg = QTAConfig(rows=rows, cols=cols)
     # only the harness's top module (ports, memories) is visible to cocotb: faster to build and to run
-    built = rtlsim.build(ArrayHarness(cfg, depth=DEPTH), "array_harness", simulator=simulator,
-                         public=[("array_harness", "*")])
+    built = rtlsim.build(lambda: ArrayHarness(cfg, depth=DEPTH), "array_harness", simulator=simulator,
+                         public=[("array_harness", "*")], design_key=f"ArrayHarness({cfg!r}, depth={DEPTH})")
     env = {"CDMQTA_ROWS": rows, "CDMQTA_COLS": cols, "CDMQTA_ACC": cfg.acc_width, "CDMQTA_DEPTH": DEPTH,
            "CDMQTA_SEED": rows * 131 + cols}
     rtlsim.run(built, "tb_array", env=env, python_path=[HERE], testcase=testcase)

@@ -147,3 +147,27 @@ def test_status_and_stop():
         assert got["host"][40] == 0, f"case {n}: the command after the error ran"
     # The next run after an error starts clean and runs to the end.
     assert results[-1]["status"] == Status.OK and results[-1]["host"][40] == 0
+
+
+def test_not_built():
+    """An OS-only INT8-only configuration rejects WS commands and INT4 with NOT_BUILT, like the emulator."""
+    cfg = QTAConfig(rows=2, cols=2, dataflows=("os",), int4=False, sp_rows=16, sp_banks=1, acc_rows=16,
+                    acc_banks=1, host_addr_width=8)
+    bads = [encode(Op.PRELOAD, k=1, n=1), encode(Op.COMPUTE, dataflow=Dataflow.WS, m=1, n=1, k=1),
+            encode(Op.CONFIG, precision=Precision.INT4)]
+    ok = [encode(Op.COMPUTE, dataflow=Dataflow.OS, m=1, n=1, k=1)]
+    results = run_sim(cfg, {}, [ok + [bad] for bad in bads] + [ok])
+    for bad, got in zip(bads, results):
+        status, index, _, _ = emulate(cfg, {}, ok + [bad])
+        assert got["status"] == status == Status.NOT_BUILT and got["index"] == index == 1
+    assert results[-1]["status"] == Status.OK
+
+
+def test_done_waits_for_queued_commands():
+    """``done`` must not rise while a dispatched command still sits in a queue (a lone LOAD, a lone STORE)."""
+    host = {0: ("int32", np.arange(12 * CFG.cols).reshape(12, CFG.cols))}
+    load = encode(Op.LOAD, to_acc=1, sp_addr=0, rows=12, host_addr=0, host_stride=1)
+    store = encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=12, cols=CFG.cols, host_addr=20, host_stride=1)
+    first, second = run_sim(CFG, host, [[load], [store]])
+    assert first["counters"]["busy_cycles"] >= 12 + 3
+    assert second["host"][20:32] == first["host"][0:12]

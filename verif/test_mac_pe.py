@@ -44,9 +44,10 @@ def test_mac_int8_int4(acc_width):
     seen = []
 
     async def tb(ctx):
-        for x, (a, b, int4) in enumerate(vectors + [(0, 0, 0)]):
-            if x:
-                ctx.set(dut.addend, addends[x - 1])
+        # operands given in cycle x are multiplied in cycle x+1 and summed with the addend of cycle x+2
+        for x, (a, b, int4) in enumerate(vectors + [(0, 0, 0)] * 2):
+            if x >= 2:
+                ctx.set(dut.addend, addends[x - 2])
                 seen.append(ctx.get(dut.sum))
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
@@ -65,8 +66,8 @@ def test_mac_int8_only_build():
     seen = []
 
     async def tb(ctx):
-        for x, (a, b) in enumerate(vectors + [(0, 0)]):
-            if x:
+        for x, (a, b) in enumerate(vectors + [(0, 0)] * 2):
+            if x >= 2:
                 seen.append(ctx.get(dut.sum))
             ctx.set(dut.a, a)
             ctx.set(dut.b, b)
@@ -96,40 +97,42 @@ def test_pe_ws_and_os(precision):
         c.update(kw)
         return c
 
-    async def step(ctx, a=0, b=0, d=0, psum=0, **kw):
-        ctx.set(dut.a_in, a)
-        ctx.set(dut.b_in, b)
-        ctx.set(dut.d_in, d)
-        ctx.set(dut.psum_in, psum)
-        ctx.set(dut.ctrl_in, ctrl(**kw))
-        await ctx.tick()
-
     w0, w1 = lane(), lane()
     a_ws = [lane() for _ in range(6)]
     psums = [rng.randint(-10**6, 10**6) for _ in range(6)]
     a_os, b_os = [lane() for _ in range(9)], [lane() for _ in range(9)]
 
+    # the beats reaching the PE, one per cycle: (a, b, d, ctrl); psum_in is given per cycle separately
+    beats = [(0, 0, w0, ctrl(shift=1, sel=0)),    # w0 -> c[1] (a sel=0 beat shifts into c[1])
+             (0, 0, w1, ctrl(shift=1, sel=1))]    # w1 -> c[0]; the next beat uses c[1] (bypass-free)
+    ws_start = len(beats)
+    beats += [(a, 0, 0, ctrl(compute=1, sel=x % 2)) for x, a in enumerate(a_ws)]   # weight = c[sel]
+    beats += [(0, 0, 0, ctrl())]
+    os_start = len(beats)
+    beats += [(a_os[t], b_os[t], 0, ctrl(compute=1, dataflow=1, sel=1, first=int(t == 0))) for t in range(9)]
+    beats += [(0, 0, 0, ctrl())]                   # H2: no shift right after an OS compute beat of the other sel
+    drain_at = len(beats)
+    beats += [(0, 0, 5, ctrl(shift=1, sel=0)), (0, 0, 0, ctrl(shift=1, sel=0)), (0, 0, 0, ctrl())]
+    idle = (0, 0, 0, ctrl())
+    psum_at = {ws_start + x + 1: ps for x, ps in enumerate(psums)}   # stage 2 of beat x is one cycle later
+
     async def tb(ctx):
-        # preload w0 into c[1] (beat sel=0 targets c[1]) and w1 into c[0] (sel=1 targets c[0])
-        await step(ctx, d=w0, shift=1, sel=0)
-        await step(ctx, d=w1, shift=1, sel=1)
-        out = []
-        for x, a in enumerate(a_ws):
-            # alternate buffers (weight = c[sel]); stage 2 of beat x-1 adds psum_in in this same cycle
-            await step(ctx, a=a, compute=1, sel=x % 2, psum=psums[x - 1] if x else 0)
-            if x:
-                out.append(ctx.get(dut.psum_out))
-        await step(ctx, psum=psums[-1])
-        out.append(ctx.get(dut.psum_out))
-        log["ws"] = out
-        # OS: accumulate 9 products in c[1] (sel=1), `first` on the first one; then drain c[1] with sel=0
-        for t in range(9):
-            await step(ctx, a=a_os[t], b=b_os[t], compute=1, dataflow=1, sel=1, first=int(t == 0))
-        await step(ctx)   # H2: no shift right after an OS compute beat of the other sel
-        await step(ctx, d=5, shift=1, sel=0)
-        log["drain"] = ctx.get(dut.d_out)
-        await step(ctx, d=0, shift=1, sel=0)
-        log["shifted_in"] = ctx.get(dut.d_out)
+        out = {}
+        for t, (a, b, d, c) in enumerate(beats):
+            na, nb, _, nc = beats[t + 1] if t + 1 < len(beats) else idle
+            ctx.set(dut.a_in, a)
+            ctx.set(dut.b_in, b)
+            ctx.set(dut.d_in, d)
+            ctx.set(dut.ctrl_in, c)
+            ctx.set(dut.a_next, na)
+            ctx.set(dut.b_next, nb)
+            ctx.set(dut.ctrl_next, nc)
+            ctx.set(dut.psum_in, psum_at.get(t, 0))
+            await ctx.tick()
+            out[t] = (ctx.get(dut.psum_out), ctx.get(dut.d_out))
+        log["ws"] = [out[ws_start + x + 1][0] for x in range(len(a_ws))]
+        log["drain"] = out[drain_at][1]
+        log["shifted_in"] = out[drain_at + 1][1]
 
     run(dut, tb)
     weights = [w1, w0]  # c[0] = w1, c[1] = w0
