@@ -42,8 +42,12 @@ preload share shifts: a preload starts when the remaining drain shifts are no mo
 needs max(m_prev, k_lanes_next) shifts, and they ride on the compute beats (except the first beat after an OS
 tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
 
-* A tile costs max(beats, shifts in its window [+1 after an OS tile]) where beats = m (WS) or K steps (OS, k or
-  ceil(k/2) in INT4); the next tile's first beat follows its last beat directly (0 bubbles).
+* A tile (window i) costs max(beats_i, q_i + d_i) cycles, beats = m (WS) or K steps (OS: k, ceil(k/2) in
+  INT4), q_i = max(m_{i-1} if tile i-1 was OS (its drain), k_lanes of the PRELOAD that follows COMPUTE i);
+  d_i = 1 if that PRELOAD exists (it is accepted one cycle after the COMPUTE) or if tile i-1 was OS and its
+  window ended on a compute beat (H2), else 0. The next tile's first beat follows directly (no bubbles), so a
+  run of tiles whose beats exceed their shifts costs exactly the sum of their beats (verif/test_accel_rtl.py
+  measures this).
 * Dataflow switches: WS -> OS and OS -> OS overlap fully (the OS tile's drain rides on the next OS tile's
   beats); WS -> WS too. OS -> WS costs the OS tile's drain, 1 + m_prev shift-only beats, because a drained row
   and a WS result row would need the accumulator's single write port in the same cycle.
@@ -54,8 +58,9 @@ tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
   cycles) so that STOREs and FENCEs depending on it can proceed.
 * Results: a beat issued at cycle t reaches the array at t+1 and its row is written into the accumulator
   memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
-  write request. A run of tiles therefore costs (first preload, if WS) + sum of tile costs + LATENCY + ~4
-  (dispatch and write-back), when the operands are already loaded.
+  write request. A run of tiles with its operands already loaded therefore costs, in ``busy_cycles``:
+  (k_lanes of the first tile, if WS) + sum of tile costs (+ 1 + m of the last tile, if OS: its drain)
+  + LATENCY + 9 (fetch, dispatch, write-back, done); e.g. 4 WS tiles m=16, k=8 on 8x8: 8 + 64 + 17 + 9 = 98.
 * Around it (see :mod:`cdmqta.hw.dma`): a LOAD of r rows occupies the load unit r + 3 cycles (r + 5 into the
   accumulator); a STORE of r rows occupies the store unit r + 1 cycles and its last host write lands r + 6
   cycles after it starts. The dispatcher takes one command per cycle; a command reaches its unit ~3 cycles after
