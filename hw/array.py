@@ -124,11 +124,16 @@ def array_latency(rows, cols):
 
 
 class Array(wiring.Component):
-    """The R x C systolic array of the module docstring; ``config`` is a :class:`QTAConfig`."""
+    """The R x C systolic array of the module docstring; ``config`` is a :class:`QTAConfig`.
 
-    def __init__(self, config=None):
+    ``dsp="ecp5"`` instantiates each multiplier as an ECP5 MULT18X18D with internal registers (for synthesis;
+    same cycle behaviour, see :class:`cdmqta.hw.mac.MAC`); the default generic multiplier simulates anywhere.
+    """
+
+    def __init__(self, config=None, dsp=None):
         config = config or QTAConfig()
         self._config = config
+        self._dsp = dsp
         R, C, W = config.rows, config.cols, config.acc_width
         self.latency = array_latency(R, C)
         super().__init__({
@@ -163,7 +168,7 @@ class Array(wiring.Component):
                 taps.append(reg)
             return taps if stages else value
 
-        pes = [[PE(W, cfg.int4) for _ in range(C)] for _ in range(R)]
+        pes = [[PE(W, cfg.int4, self._dsp) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]

@@ -20,7 +20,7 @@ combinational (the PE registers it). The INT4 rounding constant enters the final
 (``dot = P[9:18] + P[8]``), so no adder sits between the DSP and the accumulator adder.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,11 +32,18 @@ class MAC(wiring.Component):
 
     acc_width -- width of ``addend`` / ``sum`` (two's complement, wraps).
     int4      -- build the INT4 mode; without it the multiplier is a plain 8x8 and ``int4`` is ignored.
+    dsp       -- None: a generic ``*`` between registers (simulators; yosys maps it to a DSP but keeps the
+                 registers in the fabric); "ecp5": instantiate MULT18X18D with its own input and output
+                 registers (same cycle behaviour, no fabric routing around the multiplier; synthesis only:
+                 simulators have no model of the primitive).
     """
 
-    def __init__(self, acc_width=32, int4=True):
+    def __init__(self, acc_width=32, int4=True, dsp=None):
+        if dsp not in (None, "ecp5"):
+            raise ValueError(f"dsp={dsp!r}: expected None or 'ecp5'")
         self._acc_width = acc_width
         self._int4 = int4
+        self._dsp = dsp
         super().__init__({
             "a": In(signed(8)),
             "b": In(signed(8)),
@@ -53,17 +60,35 @@ class MAC(wiring.Component):
         product = Signal(signed(2 * width))
         int4_op = Signal()
         int4_q = Signal()
+        # operands: packed combinationally, registered (in the DSP when dsp="ecp5")
+        pack_a, pack_b = Signal(signed(width)), Signal(signed(width))
         if self._int4:
             a_lo, a_hi = self.a[0:4].as_signed(), self.a[4:8].as_signed()
             b_lo, b_hi = self.b[0:4].as_signed(), self.b[4:8].as_signed()
             with m.If(self.int4):
-                m.d.sync += [op_a.eq((a_hi << 9) + a_lo), op_b.eq((b_lo << 9) + b_hi)]
+                m.d.comb += [pack_a.eq((a_hi << 9) + a_lo), pack_b.eq((b_lo << 9) + b_hi)]
             with m.Else():
-                m.d.sync += [op_a.eq(self.a), op_b.eq(self.b)]
+                m.d.comb += [pack_a.eq(self.a), pack_b.eq(self.b)]
             m.d.sync += [int4_op.eq(self.int4), int4_q.eq(int4_op)]
         else:
-            m.d.sync += [op_a.eq(self.a), op_b.eq(self.b)]
-        m.d.sync += product.eq(op_a * op_b)
+            m.d.comb += [pack_a.eq(self.a), pack_b.eq(self.b)]
+        if self._dsp == "ecp5":
+            p = Signal(36)
+            ext_a = Cat(pack_a, pack_a[width - 1].replicate(18 - width))
+            ext_b = Cat(pack_b, pack_b[width - 1].replicate(18 - width))
+            ports = {f"i_A{i}": ext_a[i] for i in range(18)}
+            ports |= {f"i_B{i}": ext_b[i] for i in range(18)}
+            ports |= {f"i_C{i}": 0 for i in range(18)}
+            ports |= {"i_SIGNEDA": 1, "i_SIGNEDB": 1, "i_SOURCEA": 0, "i_SOURCEB": 0,
+                      "i_CLK0": ClockSignal(), "i_CLK1": 0, "i_CLK2": 0, "i_CLK3": 0,
+                      "i_CE0": 1, "i_CE1": 1, "i_CE2": 1, "i_CE3": 1,
+                      "i_RST0": 0, "i_RST1": 0, "i_RST2": 0, "i_RST3": 0}
+            ports |= {f"o_P{i}": p[i] for i in range(36)}
+            m.submodules.mult = Instance("MULT18X18D", p_GSR="DISABLED", p_REG_INPUTA_CLK="CLK0",
+                                         p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0", **ports)
+            m.d.comb += product.eq(p[:2 * width])
+        else:
+            m.d.sync += [op_a.eq(pack_a), op_b.eq(pack_b), product.eq(op_a * op_b)]
         if self._int4:
             value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
             m.d.comb += self.sum.eq(self.addend + value + (int4_q & product[8]))

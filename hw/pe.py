@@ -43,9 +43,10 @@ assert Dataflow.WS == 0 and Dataflow.OS == 1 and Precision.INT8 == 0 and Precisi
 class PE(wiring.Component):
     """One processing element (see the module docstring)."""
 
-    def __init__(self, acc_width=32, int4=True):
+    def __init__(self, acc_width=32, int4=True, dsp=None):
         self._acc_width = acc_width
         self._int4 = int4
+        self._dsp = dsp
         super().__init__({
             "a_in": In(signed(8)),
             "b_in": In(signed(8)),
@@ -67,7 +68,7 @@ class PE(wiring.Component):
 
         m = Module()
         W = self._acc_width
-        m.submodules.mac = mac = MAC(W, self._int4)
+        m.submodules.mac = mac = MAC(W, self._int4, self._dsp)
         c = [Signal(signed(W), name=f"c{i}") for i in range(2)]
         ci, cq, cn = self.ctrl_in, self.ctrl_out, self.ctrl_next
 

@@ -10,7 +10,8 @@ Accelerator(config, host_words=None) -- ports (``clk`` / ``rst`` are the sync do
     busy_cycles, macs, stall_cycles, compute_cycles   Out(64) performance counters of the run
     host              Out(hw.dma.host_port_signature(lanes, host_addr_width)): word-addressed host memory,
                       rd_en/rd_addr -> rd_data one cycle later; wr_en/wr_addr/wr_data.
-``host_words`` is the size of the host memory for ADDR_RANGE checks (default 2**host_addr_width).
+``host_words`` is the size of the host memory for ADDR_RANGE checks (default 2**host_addr_width); ``dsp`` is
+passed to :class:`~cdmqta.hw.array.Array` (e.g. "ecp5" for synthesis).
 Inside: :class:`~cdmqta.hw.controller.Controller` (dispatch, scoreboard, counters),
 :class:`~cdmqta.hw.controller.ExecuteUnit` + :class:`~cdmqta.hw.array.Array`, the load / store units, the
 scratchpad and the accumulator memory. See the controller's docstring for latencies and the overlap rules.
@@ -46,8 +47,9 @@ def _abits(n):
 class Accelerator(wiring.Component):
     """The accelerator core; see the module docstring for its ports."""
 
-    def __init__(self, config=None, *, host_words=None):
+    def __init__(self, config=None, *, host_words=None, dsp=None):
         self._cfg = config = config or QTAConfig()
+        self._dsp = dsp
         if host_words is not None and not 1 <= host_words <= (1 << config.host_addr_width):
             raise ValueError(f"host_words={host_words} must be in [1, 2**host_addr_width = "
                              f"{1 << config.host_addr_width}]")
@@ -67,7 +69,7 @@ class Accelerator(wiring.Component):
         cfg = self._cfg
         ctl = m.submodules.controller = Controller(cfg, host_words=self._host_words)
         exe = m.submodules.execute = ExecuteUnit(cfg)
-        arr = m.submodules.array = Array(cfg)
+        arr = m.submodules.array = Array(cfg) if self._dsp is None else Array(cfg, dsp=self._dsp)
         sp = m.submodules.scratchpad = Scratchpad(rows=cfg.sp_rows, lanes=cfg.lanes, banks=cfg.sp_banks,
                                                   read_ports=3)
         acc = m.submodules.accumulator = AccumulatorMemory(rows=cfg.acc_rows, cols=cfg.cols,

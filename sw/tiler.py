@@ -8,8 +8,9 @@
 - ``is``: WS on ``C^T = B^T . A^T``; the operands are laid out transposed in host memory, the result is stored as
   C^T tiles (STORE ``transposed=1`` so stochastic rounding uses C's coordinates) and untransposed on the host.
 
-Each candidate (dataflow x loop order x chunk x scratchpad split) becomes a program; :func:`estimate_cycles`
-(the cost model, one replaceable function of the program) scores it and the cheapest wins. Scratchpad residency
+Each candidate (dataflow x loop order x chunk x scratchpad split) becomes a program; the cost model (one replaceable
+function of the program, default :func:`cdmqta.sw.perf.program_cycles`, the RTL-validated cycle model of the
+controller) scores it and the cheapest wins. Scratchpad residency
 is planned offline with Belady's policy (the whole future tile sequence is known); the LOADs of the next step go
 ahead of the current step's COMPUTE (double buffering) unless they would overwrite its tiles; each output tile
 has its own accumulator rows (round robin) and its STORE follows its last COMPUTE. The program is correct in
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, decode, encode
+from ..hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, encode
+from .perf import program_cycles
 
 __all__ = ["Epilogue", "GemmSpec", "Plan", "RequantPlan", "TilerError", "plan_gemm", "plan_many", "plan_requant",
            "estimate_cycles",
@@ -491,7 +493,7 @@ def plan_requant(m, n, epilogue, config, host_base=0, cost=None):
             prog.append(encode(Op.STORE, out=int(_OUT[ep.out]), acc_addr=0, rows=rows, cols=w,
                                host_addr=c_reg.base + blk * m + m0, host_stride=1, origin_row=m0, origin_col=blk * C))
     plan = RequantPlan(m, n, ep, config, prog, in_reg, c_reg, host_base, host_end)
-    plan.est_cycles = int((cost or estimate_cycles)(prog, config))
+    plan.est_cycles = int((cost or program_cycles)(prog, config))
     return plan
 
 
@@ -527,10 +529,10 @@ def candidates(gemm, config, dataflow=None):
 def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None, max_host_words=None):
     """Best plan for ``gemm`` (a :class:`GemmSpec`) on ``config``; ``dataflow`` forces ws / os / is.
 
-    ``cost(program, config) -> cycles`` is the cost model (default :func:`estimate_cycles`); ``fences`` inserts
+    ``cost(program, config) -> cycles`` is the cost model (default :func:`cdmqta.sw.perf.program_cycles`); ``fences`` inserts
     FENCEs for hardware without a scoreboard; ``max_host_words`` drops layouts that do not fit a host memory."""
     _check(gemm, config)
-    cost = cost or estimate_cycles
+    cost = cost or program_cycles
     best, seen = None, set()
     for d, order, chunk, split in candidates(gemm, config, dataflow):
         if (d, order, chunk) in seen:
@@ -564,98 +566,6 @@ def plan_many(gemms, config, dataflow=None, host_base=0, fences=False):
 # Cost model
 # ----------------------------------------------------------------------------------------------------------------
 
-LOAD_OVERHEAD = 2     # cycles per LOAD command beyond one per row
-STORE_LATENCY = 7     # accumulator read + epilogue pipeline (4) + host write, per STORE
-RUN_OVERHEAD = 20     # start, command fetch and decode, done (measured on the RTL)
-RESULT_DELAY = 4      # beat issue -> array (1), accumulator write (+2 beyond LATENCY), completion (+2 rows)
-
-
-def estimate_cycles(program, config):
-    """Cycles of a command program on ``config``: the tiler's cost model (replaceable: ``plan_gemm(cost=...)``,
-    e.g. by the RTL-validated :func:`cdmqta.sw.perf.program_cycles`).
-
-    It follows the controller of :mod:`cdmqta.hw.controller`: three in-order units (load, execute, store) and a
-    scoreboard on exact row ranges -- a command waits only for earlier commands of other units that touch the same
-    scratchpad / accumulator rows (RAW, WAR, WAW); FENCE waits for all. LOAD moves one row per cycle, STORE issues
-    one accumulator read per cycle (the next STORE starts when they are issued). Beats follow
-    :mod:`cdmqta.hw.array`: a tile streams m (WS) or ceil(k/pack) (OS) beats back to back with its neighbours, a
-    PRELOAD's shifts ride on the previous tile's beats (else k_lanes shift-only beats), a WS tile after an OS tile
-    waits for its drain (1 + m), a tile after an OS tile pays 1 beat (H2), and results land
-    LATENCY = R + C + 1 (+ RESULT_DELAY) after the last beat."""
-    latency = config.rows + config.cols + 1 + RESULT_DELAY
-    t_ld = t_st = barrier = 0
-    ex_free = 0                 # next cycle the execute unit can issue a beat
-    sp_loaded = np.zeros(config.sp_rows + 1, np.int64)     # when the last LOAD into a row completes
-    sp_read = np.zeros(config.sp_rows + 1, np.int64)       # when the last PRELOAD/COMPUTE reading a row is done
-    acc_loaded = np.zeros(config.acc_rows + 1, np.int64)   # LOAD into the accumulator done
-    acc_written = np.zeros(config.acc_rows + 1, np.int64)  # COMPUTE results written
-    acc_stored = np.zeros(config.acc_rows + 1, np.int64)   # STORE reads done
-    precision = Precision.INT8
-    ride = 0                    # beats of the last tile that a following preload may ride on
-    prev_os_m = 0               # m of the previous tile if it was OS (its drain), else 0
-    end = 0
-
-    def rmax(tbl, lo, hi):
-        return int(tbl[lo:hi].max()) if hi > lo else 0
-
-    for word in program:
-        op, f = decode(word)
-        if op == Op.FENCE:
-            barrier = end = max(end, t_ld, t_st, ex_free)
-            ride, prev_os_m = 0, 0
-        elif op == Op.CONFIG:
-            precision = Precision(f["precision"])
-        elif op == Op.LOAD:
-            lo, hi = f["sp_addr"], f["sp_addr"] + f["rows"]
-            if f["to_acc"]:
-                start = max(t_ld, barrier, rmax(acc_written, lo, hi), rmax(acc_stored, lo, hi))
-                t_ld = start + f["rows"] + LOAD_OVERHEAD + 2
-                acc_loaded[lo:hi] = t_ld
-            else:
-                start = max(t_ld, barrier, rmax(sp_read, lo, hi))
-                t_ld = start + f["rows"] + LOAD_OVERHEAD
-                sp_loaded[lo:hi] = t_ld
-        elif op == Op.PRELOAD:
-            shifts = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
-            start = max(barrier, rmax(sp_loaded, f["b_addr"], f["b_addr"] + shifts))
-            if start <= ex_free and ride:
-                extra = max(0, shifts - ride)        # rides on the previous tile's beats
-            else:
-                extra = shifts
-                ex_free = max(ex_free, start)
-            ex_free += extra + (1 if prev_os_m and extra else 0)
-            sp_read[f["b_addr"]:f["b_addr"] + shifts] = ex_free
-            ride = 0
-        elif op == Op.COMPUTE:
-            steps = _ceil(f["k"], 2) if precision == Precision.INT4 else f["k"]
-            ws = f["dataflow"] == Dataflow.WS
-            beats = f["m"] if ws else steps
-            c_lo, c_hi = f["c_addr"], f["c_addr"] + f["m"]
-            reads = [(f["a_addr"], f["a_addr"] + f["m"])] if ws else \
-                    [(f["a_addr"], f["a_addr"] + steps), (f["b_addr"], f["b_addr"] + steps)]
-            start = max([ex_free, barrier, rmax(acc_loaded, c_lo, c_hi), rmax(acc_stored, c_lo, c_hi)]
-                        + [rmax(sp_loaded, lo, hi) for lo, hi in reads])
-            if start > ex_free + prev_os_m:
-                prev_os_m = 0                         # the array drained while it waited
-            if prev_os_m and ws:
-                start += 1 + prev_os_m          # a WS tile waits for the OS tile's drain
-                ex_free = start + beats
-            elif prev_os_m:
-                ex_free = start + 1 + max(beats, prev_os_m)     # the previous OS tile drains during this one
-            else:
-                ex_free = start + beats
-            for lo, hi in reads:
-                sp_read[lo:hi] = ex_free
-            done = ex_free + latency + (0 if ws else 1 + f["m"])    # an OS tile's results leave by its drain
-            acc_written[c_lo:c_hi] = done
-            ride = beats
-            prev_os_m = 0 if ws else f["m"]
-            end = max(end, done)
-        elif op == Op.STORE:
-            lo, hi = f["acc_addr"], f["acc_addr"] + f["rows"]
-            start = max(t_st, barrier, rmax(acc_written, lo, hi), rmax(acc_loaded, lo, hi))
-            t_st = start + f["rows"]
-            acc_stored[lo:hi] = t_st + 1
-            end = max(end, t_st + STORE_LATENCY)
-        end = max(end, t_ld, ex_free)
-    return end + RUN_OVERHEAD
+#: The tiler's default cost model IS :func:`cdmqta.sw.perf.program_cycles` (the one program-level cycle model of
+#: the controller, validated against the RTL's ``busy_cycles``); this name is kept for callers of the tiler.
+estimate_cycles = program_cycles

@@ -4,7 +4,7 @@ Hand-written command programs (GEMMs in WS and OS, INT8 and INT4, partial tiles,
 passes, malformed programs) run on the RTL; every result is compared exactly with torch integer matmul /
 sw.requant.requantize, and the whole host memory, status and failing index with the ISA emulator
 (sw/emulator.py) running the same program. Parameters come from the environment: CDMQTA_CONFIG (JSON),
-HOST_WORDS, CMD_WORDS, and for the measurement RESULTS_JSON (where the cycle numbers are written).
+HOST_WORDS, CMD_WORDS, and for the measurements PERF_SHAPES, PERF_JSON, TIMING, TIMING_JSON.
 """
 
 import json
@@ -382,7 +382,7 @@ async def malformed_programs_stop(dut):
 
 @cocotb.test()
 async def performance(dut):
-    """Cycles of GEMMs vs the ideal M*N*K/(R*C) (written to RESULTS_JSON when set)."""
+    """Cycles of GEMMs vs the ideal M*N*K/(R*C) (written to PERF_JSON when set)."""
     shapes = json.loads(os.environ.get("PERF_SHAPES", "[]"))
     if not shapes:
         return
@@ -400,8 +400,8 @@ async def performance(dut):
                     "ideal": ideal, "ratio": res["cycles"] / ideal, "compute_cycles": res["compute_cycles"],
                     "stall_cycles": res["stall_cycles"]})
         cocotb.log.info("%s", out[-1])
-    if os.environ.get("RESULTS_JSON"):
-        with open(os.environ["RESULTS_JSON"], "w") as f:
+    if os.environ.get("PERF_JSON"):
+        with open(os.environ["PERF_JSON"], "w") as f:
             json.dump(out, f, indent=1)
 
 
@@ -464,7 +464,7 @@ async def random_tile_sequences(dut):
 @cocotb.test()
 async def tile_timing(dut):
     """Per-tile cost with operands resident: adding one tile to a run adds exactly its beats (no bubbles between
-    tiles), and the fixed cost of a run is the fill + drain. Numbers go to RESULTS_JSON when set."""
+    tiles), and the fixed cost of a run is the fill + drain. Numbers go to TIMING_JSON when set."""
     if not os.environ.get("TIMING"):
         return
     tb = TB(dut)
@@ -501,8 +501,8 @@ async def tile_timing(dut):
         cycles = cycles[2:]
         out[name] = {"per_tile": cycles[1] - cycles[0], "expected": expect, "run_of_4": cycles[0]}
         cocotb.log.info("%s: %s", name, out[name])
-    if os.environ.get("RESULTS_JSON"):
-        with open(os.environ["RESULTS_JSON"], "w") as f:
+    if os.environ.get("TIMING_JSON"):
+        with open(os.environ["TIMING_JSON"], "w") as f:
             json.dump(out, f, indent=1)
     for name, r in out.items():
         assert r["per_tile"] == r["expected"], f"{name}: {r}"

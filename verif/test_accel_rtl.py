@@ -54,21 +54,18 @@ def test_accel_functional(name):
 
 
 def test_accel_performance(tmp_path):
-    out = tmp_path / "perf.json"
-    _run("8x8", testcase="performance", extra={"PERF_SHAPES": json.dumps(PERF_SHAPES), "RESULTS_JSON": out})
-    rows = {r["name"]: r for r in json.loads(out.read_text())}
-    # The tile overlap: a GEMM of many tiles costs the ideal plus about one fill and one drain.
+    """Cycles vs ideal (the tile overlap) and the per-tile timing rules of hw/controller.py, on 8x8."""
+    perf, timing = tmp_path / "perf.json", tmp_path / "timing.json"
+    _run("8x8", testcase=["performance", "tile_timing"],
+         extra={"PERF_SHAPES": json.dumps(PERF_SHAPES), "PERF_JSON": perf, "TIMING": "1", "TIMING_JSON": timing})
+    rows = {r["name"]: r for r in json.loads(perf.read_text())}
+    # A GEMM of many tiles costs the ideal plus about one fill and one drain.
     big = rows["gemm_64x64x256_ws"]
     assert big["compute_cycles"] == 64 * 64 * 256 // 64
     assert big["ratio"] < 1.10, big
     for r in rows.values():
         print(f"{r['name']:32s} {r['cycles']:7d} cycles  ideal {r['ideal']:8.0f}  ratio {r['ratio']:.3f}"
               f"  stall {r['stall_cycles']}")
-
-
-def test_tile_timing(tmp_path):
-    """Back-to-back tiles cost exactly their beats (the cycle model's per-tile rules, hw/controller.py)."""
-    out = tmp_path / "timing.json"
-    _run("8x8", testcase="tile_timing", extra={"TIMING": "1", "RESULTS_JSON": out})
-    for name, r in json.loads(out.read_text()).items():
+    # Back-to-back tiles cost exactly their beats (tb_accel.tile_timing asserts each against the rule).
+    for name, r in json.loads(timing.read_text()).items():
         print(f"{name:16s} per tile {r['per_tile']:4d} (expected {r['expected']})  run of 4: {r['run_of_4']}")

@@ -111,6 +111,7 @@ def test_memory_stalls():
 
 
 def test_program_cycles_single_tile():
+    """A hand-timed program (hw/controller.py, hw/dma.py timings): exact busy_cycles."""
     from cdmqta.hw.config import QTAConfig
     from cdmqta.hw.isa import Op, encode
 
@@ -121,10 +122,20 @@ def test_program_cycles_single_tile():
             encode(Op.COMPUTE, dataflow=0, a_addr=8, b_addr=0, c_addr=0, m=20, n=8, k=8),
             encode(Op.STORE, out=0, acc_addr=0, rows=20, cols=8, host_addr=100, host_stride=1),
             encode(Op.FENCE)]
-    t = P.ArrayTiming()
-    loads = (8 + t.load_overhead) + (20 + t.load_overhead)
-    ex = loads + P.sequence_cycles([("ws", 20, 8)], 8, 8, t)
-    assert P.program_cycles(prog, cfg, t) == ex + 20 + t.store_overhead
+    # command i is dispatched at cycle 2 + i and reaches its queue head 2 cycles later. LOAD 0 accepted at 4,
+    # done pulse 4 + 8 + 2 = 14 (visible at 15, the load unit takes the next LOAD at 15); LOAD 1: 15 + 20 + 2 = 37
+    # (visible at 38). PRELOAD (waits for LOAD 0) accepted at 15, shifts 16..23; COMPUTE (waits for LOAD 1)
+    # accepted at 38, beats 39..58; its last row is written at 58 + 1 + LATENCY(17) = 76, completed at 78
+    # (visible at 79). STORE accepted at 79, store unit idle from 79 + 20 + 7 = 106; FENCE dispatched at 106, the
+    # run ends (done) at 108.
+    assert P.program_cycles(prog, cfg) == 108
+    assert P.program_cycles(prog[:-1], cfg) == 107
+    # the same program with INT4 state from an earlier run: k=8 -> 4 shifts, the COMPUTE still waits for LOAD 1
+    int4 = [encode(Op.CONFIG, precision=1)]
+    assert P.program_cycles(prog, cfg, state=int4) == 108
+    # a second LOAD for the preload's weights delays it: the COMPUTE's beats then start after the shifts
+    late = prog[:2] + [encode(Op.LOAD, sp_addr=0, rows=8, host_addr=40, host_stride=1)] + prog[2:]
+    assert P.program_cycles(late, cfg) > 108
 
 
 def test_energy_table():

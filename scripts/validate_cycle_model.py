@@ -1,0 +1,154 @@
+"""Validate the program-level cycle model (cdmqta.sw.perf.program_cycles) against the RTL's busy_cycles counter.
+
+Runs a suite of random irregular GEMMs (1, primes, non-multiples of the array, beyond one tile, INT8 and INT4, the
+three tiler mappings ws / os / is, plain INT32 and requantizing STOREs) on the Verilated SimTop of two array shapes
+(8x8 with the default memories, 8x4 with small ones: the same builds as verif/test_e2e_rtl.py), records each
+GEMM's command program and its cycles, and compares them with the model evaluated on the same program.
+
+    python scripts/validate_cycle_model.py [--shapes 8x8 8x4] [--n 24] [--json out.json] [--reuse rtl.json]
+
+``--reuse`` re-evaluates the model on programs / cycles recorded by an earlier run (no simulation).
+Prints a per-GEMM table (shape, M N K, precision, mapping, epilogue, RTL cycles, model cycles, error %) and
+max / mean |error| per shape; writes everything to the JSON file (default: build/cycle_model_validation.json).
+"""
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VERIF = ROOT / "verif"
+
+SR = {"mult": 40503, "shift": 21, "bits": 8, "rounding": "stochastic", "seed": 0xC0FFEE}
+NE4 = {"mult": 23111, "shift": 14, "bits": 4, "rounding": "nearest", "seed": 0}
+
+
+def configs():
+    from cdmqta.hw.config import QTAConfig
+    # the configurations of verif/test_e2e_rtl.py (same SimTop builds)
+    return {"8x8": QTAConfig(rows=8, cols=8),
+            "8x4": QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2,
+                             host_addr_width=16)}
+
+
+def gemm_suite(seed, n=24):
+    """``n`` GEMM entries ``[m, n, k, precision, dataflow, seed, name, epilogue]`` (run_job's format): a fixed
+    part covering the corner cases, then random irregular shapes cycling through the mappings."""
+    rng = random.Random(seed)
+    fixed = [[1, 1, 1, "int8", "ws"], [1, 13, 1, "int4", "os"], [17, 1, 29, "int8", "is"],
+             [7, 11, 13, "int4", "ws"], [31, 37, 41, "int8", "os"], [23, 19, 11, "int8", "is"],
+             [40, 9, 17, "int4", "os"], [19, 13, 29, "int8", "ws", SR], [19, 13, 29, "int8", "os", SR],
+             [23, 9, 17, "int4", "is", NE4]]
+    out = []
+    for i, g in enumerate(fixed):
+        ep = g[5] if len(g) > 5 else None
+        out.append(g[:5] + [100 + i, None, ep])
+    dims = [1, 2, 3, 5, 7, 8, 9, 11, 13, 16, 17, 23, 29, 31, 37]
+    flows = ["ws", "os", "is", None]
+    for i in range(n - len(fixed)):
+        m, nn, k = (rng.choice(dims) for _ in range(3))
+        prec = rng.choice(["int8", "int4"])
+        ep = rng.choice([None, None, SR, dict(NE4, bits=4 if prec == "int4" else 8)])
+        out.append([m, nn, k, prec, flows[i % len(flows)], 200 + i, None, ep])
+    return out
+
+
+def run_rtl(name, gemms, workdir):
+    """Simulate ``gemms`` on the SimTop of shape ``name``; returns the testbench's records."""
+    from cdmqta.sw import rtlsim
+    from cdmqta.sw.rtl_backend import build_simtop
+    cfg = configs()[name]
+    built, host_words, cmd_words = build_simtop(cfg)
+    out = Path(workdir) / f"cycles_{name}.json"
+    env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
+           "CYCLE_GEMMS": json.dumps(gemms), "RESULTS_JSON": str(out),
+           "COCOTB_REWRITE_ASSERTION_FILES": str(VERIF / "tb_cycle_model.py")}
+    rtlsim.run(built, "tb_cycle_model", env=env, python_path=[VERIF])
+    recs = json.loads(out.read_text())
+    for r in recs:
+        r["cmd_words"] = cmd_words
+    return recs
+
+
+def model_cycles(rec, cfg):
+    """The model on a recorded program (split like RtlBackend into runs of at most cmd_words commands)."""
+    from cdmqta.sw.perf import program_cycles
+    prog = [int(w, 16) for w in rec["program"]]
+    cw = rec["cmd_words"]
+    return sum(program_cycles(prog[i:i + cw], cfg, state=prog[:i]) for i in range(0, len(prog), cw))
+
+
+def evaluate(records):
+    """Rows with the model's cycles and the error, and per-shape summaries."""
+    cfgs = configs()
+    rows, summary = [], {}
+    for name, recs in records.items():
+        errs = []
+        for r in recs:
+            g = r["gemm"]
+            model = model_cycles(r, cfgs[name])
+            err = 100.0 * (model - r["cycles"]) / r["cycles"]
+            errs.append(abs(err))
+            ep = g[7] or {}
+            rows.append({"shape": name, "m": g[0], "n": g[1], "k": g[2], "precision": g[3],
+                         "forced": g[4] or "auto", "mapping": r["dataflow"], "order": r["order"], "chunk": r["chunk"],
+                         "epilogue": f"int{ep['bits']}-{ep['rounding'][:2]}" if ep else "int32",
+                         "commands": len(r["program"]), "runs": r["runs"], "rtl_cycles": r["cycles"],
+                         "model_cycles": model, "error_pct": round(err, 3), "bit_exact": r["bit_exact"]})
+        summary[name] = {"gemms": len(recs), "max_abs_error_pct": round(max(errs), 3),
+                         "mean_abs_error_pct": round(sum(errs) / len(errs), 3),
+                         "exact": sum(e == 0 for e in errs)}
+    return rows, summary
+
+
+def table(rows, summary):
+    lines = [f"{'shape':5s} {'M':>3s} {'N':>3s} {'K':>3s} {'prec':4s} {'map':>4s} {'epilogue':8s} {'cmds':>4s} "
+             f"{'RTL':>6s} {'model':>6s} {'err %':>7s}"]
+    for r in rows:
+        lines.append(f"{r['shape']:5s} {r['m']:3d} {r['n']:3d} {r['k']:3d} {r['precision']:4s} {r['mapping']:>4s} "
+                     f"{r['epilogue']:8s} {r['commands']:4d} {r['rtl_cycles']:6d} {r['model_cycles']:6d} "
+                     f"{r['error_pct']:7.2f}")
+    for name, s in summary.items():
+        lines.append(f"{name}: {s['gemms']} GEMMs, exact {s['exact']}, max |error| {s['max_abs_error_pct']:.2f} %, "
+                     f"mean |error| {s['mean_abs_error_pct']:.2f} %")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shapes", nargs="+", default=["8x8", "8x4"], help="array shapes to simulate (8x8, 8x4)")
+    ap.add_argument("--n", type=int, default=24, help="GEMMs per shape (default 24)")
+    ap.add_argument("--seed", type=int, default=11, help="seed of the random part of the suite")
+    ap.add_argument("--json", default=str(ROOT / "build" / "cycle_model_validation.json"),
+                    help="where to write the results")
+    ap.add_argument("--reuse", help="JSON written by an earlier run: re-evaluate the model, do not simulate")
+    args = ap.parse_args(argv)
+    for s in args.shapes:
+        if s not in configs():
+            raise SystemExit(f"unknown shape {s!r}: choose from {sorted(configs())}")
+    if args.reuse:
+        records = json.loads(Path(args.reuse).read_text())["records"]
+    else:
+        import tempfile
+        records = {}
+        work = tempfile.mkdtemp(prefix="cdmqta-cycles-")
+        for s in args.shapes:
+            t = time.perf_counter()
+            records[s] = run_rtl(s, gemm_suite(args.seed + len(s) * 7 + configs()[s].cols, args.n), work)
+            print(f"{s}: simulated {len(records[s])} GEMMs in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.reuse:      # keep the simulation's records even if the evaluation fails
+        out.with_suffix(".rtl.json").write_text(json.dumps({"records": records}))
+    rows, summary = evaluate(records)
+    print(table(rows, summary))
+    out.write_text(json.dumps({"rows": rows, "summary": summary, "records": records}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
