@@ -44,8 +44,8 @@ tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
 
 * A tile (window i) costs max(beats_i, q_i + d_i) cycles, beats = m (WS) or K steps (OS: k, ceil(k/2) in
   INT4), q_i = max(m_{i-1} if tile i-1 was OS (its drain), k_lanes of the PRELOAD that follows COMPUTE i);
-  d_i = 1 if that PRELOAD exists (it is accepted one cycle after the COMPUTE) or if tile i-1 was OS and its
-  window ended on a compute beat (H2), else 0. The next tile's first beat follows directly (no bubbles), so a
+  d_i = 1 if tile i-1 was OS and its window ended on a compute beat (H2: no shift right after it), else 0
+  (a PRELOAD shifts its first row in the cycle the unit accepts it, the cycle after the COMPUTE's). The next tile's first beat follows directly (no bubbles), so a
   run of tiles whose beats exceed their shifts costs exactly the sum of their beats (verif/test_accel_rtl.py
   measures this).
 * Dataflow switches: WS -> OS and OS -> OS overlap fully (the OS tile's drain rides on the next OS tile's
@@ -176,16 +176,21 @@ class ExecuteUnit(wiring.Component):
         pre_beat = Signal()
         res_beat = Signal()
         h2 = prev_os & (prev_sel != sel)
+        # A PRELOAD at the head of the queue shifts its first row in the cycle it is accepted (bypass), so it
+        # does not lag the COMPUTE it follows by a cycle.
+        head = self.cmd.payload
+        bypass = Signal()
+        m.d.comb += bypass.eq(self.cmd.valid & ~head.compute & ~p_act & ~h2 & (dr_rem <= head.steps))
         m.d.comb += [
             do_comp.eq(c_act & ((c_df == OS) | (dr_rem == 0))),
-            do_shift.eq(((dr_rem != 0) | p_act) & ~h2),
-            pre_beat.eq(do_shift & p_act & (dr_rem <= p_rem)),
+            do_shift.eq((((dr_rem != 0) | p_act) & ~h2) | bypass),
+            pre_beat.eq((do_shift & p_act & (dr_rem <= p_rem)) | bypass),
             res_beat.eq(do_shift & (dr_rem != 0)),
             self.beat_compute.eq(do_comp),
             self.beat_any.eq(do_comp | do_shift),
         ]
         c_last = do_comp & (c_t + 1 == c_beats)
-        p_last = pre_beat & (p_rem == 1)
+        p_last = pre_beat & p_act & (p_rem == 1)
         d_last = res_beat & (dr_rem == 1)
         c_fin = ~c_act | c_last
         p_fin = ~p_act | p_last
@@ -195,7 +200,8 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += [
             self.sp_r_en[0].eq(do_comp), self.sp_r_addr[0].eq(c_a + c_t),
             self.sp_r_en[1].eq(do_comp & (c_df == OS)), self.sp_r_addr[1].eq(c_b + c_t),
-            self.sp_r_en[2].eq(pre_beat), self.sp_r_addr[2].eq(p_b + p_rem - 1),
+            self.sp_r_en[2].eq(pre_beat),
+            self.sp_r_addr[2].eq(Mux(bypass, head.b_addr + head.steps - 1, p_b + p_rem - 1)),
         ]
 
         # Lane masks of the streamed A row (low / high nibble kept) and of the weight row.
@@ -221,7 +227,8 @@ class ExecuteUnit(wiring.Component):
             s_ctrl.precision.eq(c_prec), s_ctrl.sel.eq(sel), s_ctrl.first.eq((c_df == OS) & (c_t == 0)),
             s_keep_lo.eq(keep_lo), s_keep_hi.eq(keep_hi),
             s_os_shift.eq(Mux(c_df == OS, R - c_m, 0)),
-            s_pre.eq(pre_beat), s_dn.eq(p_n), s_dnib.eq(pre_beat & p_nib & (p_rem == p_steps)),
+            s_pre.eq(pre_beat), s_dn.eq(Mux(bypass, head.n, p_n)),
+            s_dnib.eq(Mux(bypass, head.nib, pre_beat & p_nib & (p_rem == p_steps))),
             prev_os.eq(do_comp & (c_df == OS)), prev_sel.eq(sel),
         ]
         a_raw = self.sp_r_data[0][:8 * R]
@@ -267,15 +274,15 @@ class ExecuteUnit(wiring.Component):
         done_d = Signal(2)
         m.d.sync += done_d.eq(Cat(done_d[1], self.acc_valid & wb_tag.last))
         m.d.comb += self.comp_done.eq(done_d[0])
-        m.d.sync += [self.pre_read_done.eq(p_last), self.comp_read_done.eq(c_last), self.pre_read_seq.eq(p_seq),
-                     self.comp_read_seq.eq(c_seq)]
+        m.d.sync += [self.pre_read_done.eq(p_last | (bypass & (head.steps == 1))), self.comp_read_done.eq(c_last),
+                     self.pre_read_seq.eq(Mux(bypass, head.seq, p_seq)), self.comp_read_seq.eq(c_seq)]
 
         # -- job progress ---------------------------------------------------------------------------------
         with m.If(do_comp):
             m.d.sync += c_t.eq(c_t + 1)
             with m.If(c_last):
                 m.d.sync += c_act.eq(0)
-        with m.If(pre_beat):
+        with m.If(pre_beat & p_act):
             m.d.sync += p_rem.eq(p_rem - 1)
             with m.If(p_last):
                 m.d.sync += p_act.eq(0)
@@ -283,7 +290,6 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += dr_rem.eq(dr_rem - 1)
 
         # -- accepting commands (overrides the progress above) --------------------------------------------
-        head = self.cmd.payload
         is_pre = ~head.compute
         join = ~win_comp & ~win_pre
         cont = win_comp & ~win_pre & (c_df == WS) & (head.dataflow == WS) & c_fin
@@ -303,6 +309,8 @@ class ExecuteUnit(wiring.Component):
             m.d.sync += [p_act.eq(1), p_rem.eq(head.steps), p_steps.eq(head.steps), p_b.eq(head.b_addr),
                          p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps),
                          p_seq.eq(head.seq)]
+            with m.If(bypass):
+                m.d.sync += [p_act.eq(head.steps != 1), p_rem.eq(head.steps - 1)]
         with m.If(acc_comp):
             with m.If(~(join | cont)):
                 flip()

@@ -117,6 +117,55 @@ def table(rows, summary):
     return "\n".join(lines)
 
 
+#: GEMMs for the analytic-vs-program comparison: (array, M, N, K). 8x8 / 8x4: the validation's arrays; 64x64: the
+#: bench's array with moderate sizes shaped like SD-1.5 LoRA training GEMMs (base projections, rank-4 LoRA down /
+#: up projections and their weight gradients, the 77-token text embedding), so that programs stay cheap to model.
+ANALYTIC_GEMMS = [("8x8", 64, 64, 64), ("8x8", 100, 72, 40), ("8x8", 128, 128, 128), ("8x8", 200, 40, 96),
+                  ("8x8", 77, 4, 96), ("8x8", 4, 96, 77), ("8x4", 60, 12, 96), ("8x4", 31, 37, 41),
+                  ("64x64", 256, 256, 256), ("64x64", 1024, 64, 320), ("64x64", 320, 77, 64),
+                  ("64x64", 1024, 4, 320), ("64x64", 1024, 320, 4), ("64x64", 4, 320, 1024), ("64x64", 77, 4, 768)]
+
+
+def analytic_comparison():
+    """The analytic per-GEMM model that ``cdmqta bench`` uses (perf.gemm_cost "ours": best of ws / os / is by
+    perf.dataflow_cost, unlimited DRAM bandwidth) against the validated program model on the tiler's best program
+    for the same GEMM (INT8, INT32 out). Returns rows with both cycle counts and the relative difference."""
+    from cdmqta.hw.config import QTAConfig
+    from cdmqta.hw.isa import Op
+    from cdmqta.sw import perf as P
+    from cdmqta.sw.tiler import GemmSpec, plan_gemm
+    cfgs = dict(configs(), **{"64x64": QTAConfig(rows=64, cols=64, sp_rows=4096, acc_rows=1024)})
+    out = []
+    for shape, m, n, k in ANALYTIC_GEMMS:
+        cfg = cfgs[shape]
+        a = P.gemm_cost(m, n, k, "ours", cfg.rows, cfg.cols, tiling=P.tiling_for(cfg))
+        plan = plan_gemm(GemmSpec(m, n, k), cfg)
+        prog = P.program_cycles(plan.program, cfg)
+        cmds = P._cmd_list(plan.program)
+        rows_in = sum(f["rows"] for op, f in cmds if op == Op.LOAD)
+        # the same program without its LOADs / STOREs (operands resident, results left in the accumulator): the
+        # execute unit alone, which is what the analytic model describes
+        no_io = P.program_cycles([(op, f) for op, f in cmds if op not in (Op.LOAD, Op.STORE)], cfg)
+        out.append({"shape": shape, "m": m, "n": n, "k": k, "analytic_mapping": a.dataflow,
+                    "analytic_cycles": a.compute_cycles, "program_mapping": plan.dataflow, "program_cycles": prog,
+                    "ideal": round(a.ideal_cycles, 1), "rows_loaded": rows_in,
+                    "program_no_io_cycles": no_io,
+                    "diff_no_io_pct": round(100.0 * (a.compute_cycles - no_io) / no_io, 2),
+                    "diff_pct": round(100.0 * (a.compute_cycles - prog) / prog, 2)})
+    return out
+
+
+def analytic_table(rows):
+    lines = [f"{'array':5s} {'M':>5s} {'N':>4s} {'K':>5s} {'ideal':>8s} {'analytic':>9s} {'map':>3s} "
+             f"{'program':>8s} {'map':>3s} {'loaded':>7s} {'diff %':>7s} {'no I/O':>8s} {'diff %':>7s}"]
+    for r in rows:
+        lines.append(f"{r['shape']:5s} {r['m']:5d} {r['n']:4d} {r['k']:5d} {r['ideal']:8.0f} {r['analytic_cycles']:9d} "
+                     f"{r['analytic_mapping']:>3s} {r['program_cycles']:8d} {r['program_mapping']:>3s} "
+                     f"{r['rows_loaded']:7d} {r['diff_pct']:7.2f} {r['program_no_io_cycles']:8d} "
+                     f"{r['diff_no_io_pct']:7.2f}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", nargs="+", default=["8x8", "8x4"], help="array shapes to simulate (8x8, 8x4)")
@@ -125,6 +174,8 @@ def main(argv=None):
     ap.add_argument("--json", default=str(ROOT / "build" / "cycle_model_validation.json"),
                     help="where to write the results")
     ap.add_argument("--reuse", help="JSON written by an earlier run: re-evaluate the model, do not simulate")
+    ap.add_argument("--analytic", action="store_true",
+                    help="also compare the analytic per-GEMM model of cdmqta bench with the program model")
     args = ap.parse_args(argv)
     for s in args.shapes:
         if s not in configs():
@@ -145,7 +196,12 @@ def main(argv=None):
         out.with_suffix(".rtl.json").write_text(json.dumps({"records": records}))
     rows, summary = evaluate(records)
     print(table(rows, summary))
-    out.write_text(json.dumps({"rows": rows, "summary": summary, "records": records}, indent=1))
+    result = {"rows": rows, "summary": summary, "records": records}
+    if args.analytic:
+        result["analytic"] = analytic_comparison()
+        print("\nanalytic per-GEMM model (cdmqta bench) vs program model (tiler's best program), INT8:")
+        print(analytic_table(result["analytic"]))
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
     return 0
 

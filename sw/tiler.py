@@ -529,7 +529,8 @@ def candidates(gemm, config, dataflow=None):
 def plan_gemm(gemm, config, dataflow=None, host_base=0, fences=False, cost=None, max_host_words=None):
     """Best plan for ``gemm`` (a :class:`GemmSpec`) on ``config``; ``dataflow`` forces ws / os / is.
 
-    ``cost(program, config) -> cycles`` is the cost model (default :func:`cdmqta.sw.perf.program_cycles`); ``fences`` inserts
+    ``cost(program, config) -> cycles`` is the cost model (default :func:`cdmqta.sw.perf.program_cycles`, the
+    RTL-validated cycle model of the controller); ``fences`` inserts
     FENCEs for hardware without a scoreboard; ``max_host_words`` drops layouts that do not fit a host memory."""
     _check(gemm, config)
     cost = cost or program_cycles

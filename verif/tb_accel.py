@@ -405,17 +405,21 @@ async def performance(dut):
             json.dump(out, f, indent=1)
 
 
-def random_program(rng, precision):
-    """A random mix of WS / OS tiles, PRELOADs, continuations and split-K accumulation on shared rows."""
-    R, C = CFG.rows, CFG.cols
+def random_program(rng, precision, cfg=None, host_words=None):
+    """A random mix of WS / OS tiles, PRELOADs, continuations and split-K accumulation on shared rows.
+
+    Returns (host rows at word 0, program, end of the host words that the program writes)."""
+    cfg = cfg or CFG
+    host_words = host_words or HOST_WORDS
+    R, C = cfg.rows, cfg.cols
     per_lane = 2 if precision == Precision.INT4 else 1
-    S = min(CFG.sp_rows, 64)
-    A = min(CFG.acc_rows, 4 * R)
-    data = np.array([[rng.randint(-128, 127) for _ in range(CFG.lanes)] for _ in range(S)])
+    S = min(cfg.sp_rows, 64)
+    A = min(cfg.acc_rows, 4 * R)
+    data = np.array([[rng.randint(-128, 127) for _ in range(cfg.lanes)] for _ in range(S)])
     # Accumulator rows start at zero in the RTL and the emulator alike (earlier tests used them): stride 0
     # repeats the last host word, which no test writes.
     prog = [encode(Op.CONFIG, precision=precision, mult=1),
-            encode(Op.LOAD, to_acc=1, sp_addr=0, rows=A, host_addr=HOST_WORDS - 1, host_stride=0),
+            encode(Op.LOAD, to_acc=1, sp_addr=0, rows=A, host_addr=host_words - 1, host_stride=0),
             encode(Op.LOAD, sp_addr=0, rows=S, host_addr=0, host_stride=1)]
     weights = None
     for _ in range(rng.randint(6, 14)):
@@ -483,8 +487,8 @@ async def tile_timing(dut):
 
     kinds = {
         "ws m=2R k=R": (lambda: ws(2 * R, R), 2 * R),
-        # shorter than the next preload: its k shifts, which start one cycle after the COMPUTE's first beat
-        "ws m=R/2 k=R": (lambda: ws(max(1, R // 2), R), R + 1),
+        # shorter than the next preload: its k shifts (from the window's first beat)
+        "ws m=R/2 k=R": (lambda: ws(max(1, R // 2), R), R),
         "os m=R k=2R": (lambda: os_(R, 2 * R), 2 * R),
         # shorter than its drain: m shifts of the previous tile, from the window's first beat
         "os m=R k=R/2": (lambda: os_(R, max(1, R // 2)), R),

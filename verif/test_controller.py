@@ -17,13 +17,14 @@ from cdmqta.sw.rtl_driver import pack_rows
 HOST_WORDS, CMD_WORDS = 64, 64
 
 
-def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=()):
+def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=(), host_words=None):
     """Run ``programs`` (a list of command lists) one after another on one simulated SimTop.
 
     host_rows: {addr: (kind, rows)} written before the first program; ``reset_words`` are zeroed before each.
     Returns one dict per program: status, index, host words, counters.
     """
-    dut = SimTop(cfg, host_words=HOST_WORDS, cmd_words=CMD_WORDS)
+    host_words = host_words or HOST_WORDS
+    dut = SimTop(cfg, host_words=host_words, cmd_words=CMD_WORDS)
     results = []
 
     async def bench(ctx):
@@ -48,7 +49,7 @@ def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=()):
                 raise AssertionError("done never rose")
             results.append({
                 "status": Status(ctx.get(dut.status)), "index": ctx.get(dut.error_index),
-                "host": [ctx.get(dut.host_mem.data[i]) for i in range(HOST_WORDS)],
+                "host": [ctx.get(dut.host_mem.data[i]) for i in range(host_words)],
                 "counters": {c: ctx.get(getattr(dut, c)) for c in ("busy_cycles", "macs", "stall_cycles",
                                                                     "compute_cycles")},
             })
@@ -60,13 +61,14 @@ def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=()):
     return results
 
 
-def emulate(cfg, host_rows, program):
-    emu = Emulator(cfg, host_words=HOST_WORDS)
+def emulate(cfg, host_rows, program, host_words=None):
+    host_words = host_words or HOST_WORDS
+    emu = Emulator(cfg, host_words=host_words)
     for addr, (kind, rows) in host_rows.items():
         for i, w in enumerate(pack_rows(rows, kind, cfg.lanes)):
             emu.host[addr + i] = np.frombuffer(w.to_bytes(4 * cfg.lanes, "little"), np.uint8)
     status = emu.run(program)
-    host = [int.from_bytes(emu.host[i].tobytes(), "little") for i in range(HOST_WORDS)]
+    host = [int.from_bytes(emu.host[i].tobytes(), "little") for i in range(host_words)]
     return Status(status), emu.bad_index, host, emu
 
 
@@ -171,3 +173,21 @@ def test_done_waits_for_queued_commands():
     first, second = run_sim(CFG, host, [[load], [store]])
     assert first["counters"]["busy_cycles"] >= 12 + 3
     assert second["host"][20:32] == first["host"][0:12]
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 5), (5, 2)])
+def test_random_tile_sequences_parametric(rows, cols):
+    """Random WS / OS tile sequences (INT8, INT4) on degenerate and non-square arrays, against the emulator."""
+    import random
+
+    from tb_accel import random_program
+    cfg = QTAConfig(rows=rows, cols=cols, sp_rows=64, sp_banks=2, acc_rows=32, acc_banks=1, host_addr_width=8)
+    rng = random.Random(rows * 10 + cols)
+    for n, precision in enumerate((Precision.INT8, Precision.INT4)):
+        data, prog, end = random_program(rng, precision, cfg=cfg, host_words=256)
+        host = {0: ("int8", data)}
+        got = run_sim(cfg, host, [prog], max_cycles=6000, host_words=256)[0]
+        status, _, ref, _ = emulate(cfg, host, prog, host_words=256)
+        assert got["status"] == status == Status.OK
+        diff = [i for i in range(end) if got["host"][i] != ref[i]]
+        assert not diff, f"program {n}: host words differ at {diff[:8]}"

@@ -27,7 +27,6 @@ GEMMS = [[1, 1, 1, "int8", "ws", 1, None, None],
 @pytest.mark.parametrize("shape", ["8x8", "8x4"])
 def test_cycle_model_exact_on_rtl(shape, tmp_path):
     from cdmqta.sw.perf import program_cycles
-    from cdmqta.sw.tiler import GemmSpec, plan_gemm
     recs = V.run_rtl(shape, GEMMS, tmp_path)
     cfg = V.configs()[shape]
     assert [r["dataflow"] for r in recs] == [g[4] for g in GEMMS]

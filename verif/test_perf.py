@@ -44,8 +44,9 @@ def test_overlap_hides_preload_and_drain():
     lat = R + C + 4
     # 3 WS tiles of 20 rows, k=8: preload of tiles 2 and 3 ride on the beats of tiles 1 and 2
     assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C) == 8 + 60 + lat
-    # short WS tiles (m=3 < k=8): each window is preload bound
-    assert P.sequence_cycles([("ws", 3, 8)] * 3, R, C) == 8 + 8 + 8 + 3 + lat
+    # short WS tiles (m=3 < k=8): each window is preload bound, k + 1 beats (hw/controller.py accepts the PRELOAD
+    # one cycle after the COMPUTE it rides on)
+    assert P.sequence_cycles([("ws", 3, 8)] * 3, R, C) == 8 + 9 + 9 + 3 + lat
     # OS then WS: the WS tile's weights preload on the OS beats; the controller (one result row per cycle) drains
     # the OS tile first: 1 (H2) + 8 shift-only beats, then the 20 WS beats
     assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C) == 30 + 1 + 8 + 20 + lat
@@ -57,6 +58,77 @@ def test_overlap_hides_preload_and_drain():
     # a dataflow switch costs what ArrayTiming says
     t = P.ArrayTiming(switch=5, drain_on_ws=True)
     assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C, t) == 30 + 20 + 5 + lat
+
+
+def _exec_span(tiles, cfg):
+    """The validated program model's cycles for ``tiles`` (operands loaded and fenced first), minus that prologue."""
+    from cdmqta.hw.isa import Op, encode
+    base = [encode(Op.LOAD, sp_addr=0, rows=100, host_addr=0, host_stride=1), encode(Op.FENCE)]
+    prog = list(base)
+    for i, (df, m, k) in enumerate(tiles):
+        c_addr = (i % 4) * 64
+        if df == "ws":
+            prog.append(encode(Op.PRELOAD, b_addr=0, k=k, n=cfg.cols))
+            prog.append(encode(Op.COMPUTE, dataflow=0, a_addr=0, b_addr=0, c_addr=c_addr, m=m, n=cfg.cols, k=k))
+        else:
+            prog.append(encode(Op.COMPUTE, dataflow=1, a_addr=0, b_addr=50, c_addr=c_addr, m=m, n=cfg.cols, k=k))
+    prog.append(encode(Op.FENCE))
+    return P.program_cycles(prog, cfg) - P.program_cycles(base, cfg)
+
+
+@pytest.mark.parametrize("rows,cols", [(8, 8), (8, 4), (4, 8), (16, 16)])
+def test_sequence_model_equals_program_model(rows, cols):
+    """The analytic tile-sequence model (cdmqta bench) is the validated program model's execute span, up to the 4
+    cycles of FENCE -> dispatch -> queue -> first beat, for tiles whose beats exceed their shifts."""
+    from cdmqta.hw.config import QTAConfig
+    cfg = QTAConfig(rows=rows, cols=cols, sp_rows=1024, acc_rows=512)
+    rng = random.Random(rows * 100 + cols)
+    for _ in range(60):
+        tiles = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.5:
+                k = rng.randint(1, rows)
+                tiles.append(("ws", rng.randint(k + 2, 40), k))
+            else:
+                tiles.append(("os", rng.randint(1, rows), rng.randint(rows + 2, 40)))
+        assert _exec_span(tiles, cfg) == P.sequence_cycles(tiles, rows, cols) + 4, tiles
+    # arbitrary tiles (short WS tiles between OS tiles, OS tiles of 1-2 beats): within 2 cycles per sequence
+    for _ in range(60):
+        tiles = [rng.choice([("ws", rng.randint(1, 12), rng.randint(1, rows)), ("os", rng.randint(1, rows),
+                                                                              rng.randint(1, 12))])
+                 for _ in range(rng.randint(1, 5))]
+        assert 0 <= P.sequence_cycles(tiles, rows, cols) + 4 - _exec_span(tiles, cfg) <= 2, tiles
+    # short tiles: preload-bound WS windows and H2 after a shift-bound OS window are modelled exactly too
+    for tiles in ([("ws", 3, 8)] * 3, [("os", 5, 7), ("os", 6, 9), ("os", 4, 6)], [("os", 8, 20), ("ws", 20, 8)]):
+        assert _exec_span(tiles, QTAConfig(rows=8, cols=8, sp_rows=1024, acc_rows=512)) == \
+            P.sequence_cycles(tiles, 8, 8) + 4, tiles
+
+
+def test_program_model_skips_only_quiet_cycles():
+    """Skipping quiet stretches in program_cycles changes no result (tiler programs with and without FENCEs)."""
+    from cdmqta.hw.config import QTAConfig
+    from cdmqta.sw.tiler import GemmSpec, _build, candidates
+    cfg = QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2, host_addr_width=16)
+    rng = random.Random(4)
+    checked = 0
+    try:
+        for i in range(6):
+            g = GemmSpec(rng.randint(1, 60), rng.randint(1, 60), rng.randint(1, 60), rng.choice(["int8", "int4"]))
+            for cand in candidates(g, cfg)[::3]:
+                plan = _build(g, cfg, *cand, 0, i % 2 == 0)
+                if plan is None:
+                    continue
+                P._CACHE.clear()
+                P._SKIP = True
+                fast = P.program_cycles(plan.program, cfg)
+                P._CACHE.clear()
+                P._SKIP = False
+                assert P.program_cycles(plan.program, cfg) == fast, (g, cand)
+                checked += 1
+    finally:
+        P._SKIP = True
+        P._CACHE.clear()
+    assert checked >= 10
 
 
 def test_fixed_ws_formula_matches_scalesim_measurements():
