@@ -26,8 +26,9 @@ store units (:mod:`cdmqta.hw.dma`).
   them (RAW) and LOADs still reading its host words (WAR); a LOAD for PRELOAD / COMPUTEs still reading its
   scratchpad rows (WAR), STOREs still writing its host words (RAW), and, into the accumulator, COMPUTEs and
   STOREs using its rows. Exact row ranges, kept in tables of the last 16 commands of each kind (host ranges of
-  strided transfers include the gaps). So a program overlaps loads, computes and stores by placing the LOADs
-  of later tiles ahead (into other rows) and a tile's STORE after the next tile's COMPUTE (double buffers).
+  strided transfers include the gaps; dispatch pauses while 16 commands of a kind are in flight). So a
+  program overlaps loads, computes and stores by placing the LOADs of later tiles ahead of earlier computes
+  (into other rows) and by giving consecutive output tiles different accumulator rows (double buffers).
 * Performance counters (64 bit, per run): ``busy_cycles`` (start to done), ``macs`` (m*n*k of dispatched
   COMPUTEs, in elements of their precision), ``compute_cycles`` (compute beats streamed into the array),
   ``stall_cycles`` (cycles in which the execute unit issued no beat because its next command waited for a load
@@ -60,7 +61,8 @@ tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
   memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
   write request. A run of tiles with its operands already loaded therefore costs, in ``busy_cycles``:
   (k_lanes of the first tile, if WS) + sum of tile costs (+ 1 + m of the last tile, if OS: its drain)
-  + LATENCY + 9 (fetch, dispatch, write-back, done); e.g. 4 WS tiles m=16, k=8 on 8x8: 8 + 64 + 17 + 9 = 98.
+  + LATENCY + 8 (WS) or 9 (OS) (fetch, dispatch, write-back, done); e.g. 4 WS tiles m=16, k=8 on 8x8:
+  8 + 64 + 17 + 8 = 97, 4 OS tiles m=8, k=16: 64 + 9 + 17 + 9 = 99 (measured by verif/test_accel_rtl.py).
 * Around it (see :mod:`cdmqta.hw.dma`): a LOAD of r rows occupies the load unit r + 3 cycles (r + 5 into the
   accumulator); a STORE of r rows occupies the store unit r + 1 cycles and its last host write lands r + 6
   cycles after it starts. The dispatcher takes one command per cycle; a command reaches its unit ~3 cycles after

@@ -21,23 +21,25 @@ Per GEMM (analytic) -- designs (``DESIGNS``):
 The per-tile timing of our controller lives in :class:`ArrayTiming`. The tile-sequence cost
 (:func:`sequence_cycles`) is that of the execute unit of hw/controller.py:
 
-    cycles = issue + preload(tile 0, if WS) + sum_i max(beats_i + gap, shifts_i + h_i) + tail + latency
+    cycles = issue + first + sum_i max(beats_i + gap, shifts_i + h_i, 1 + [a PRELOAD follows]) + tail + latency
 
-with ``beats`` = m (WS) or ceil(k / pack) (OS), ``shifts_i = max(m_{i-1} if OS, k_lanes_{i+1} if WS)`` (the drain
-of the previous OS tile and the preload of the next WS tile share the same shift beats), ``h_i`` = 1 if a PRELOAD
-follows (it is accepted one cycle after the COMPUTE it rides on) or after an OS window that ended on a compute beat
-(hazard H2); a WS tile after an OS tile waits for the drain beats (hw/controller.py writes one result row per
-cycle) while the next preload shares them; ``tail`` = the drain of a last OS tile (+1 if H2) and
-``latency = R + C + 4`` (the array's R + C + 1 plus issue, accumulator write and completion).
+with ``first`` = max(k_lanes, 2) if the first tile is WS (its preload shifts from the cycle the PRELOAD is accepted,
+the COMPUTE is accepted a cycle later at the earliest) or 1 if OS (the first beat comes a cycle after the COMPUTE
+is accepted), ``beats`` = m (WS) or ceil(k / pack) (OS), ``shifts_i = max(m_{i-1} if OS, k_lanes_{i+1} if WS)``
+(the drain of the previous OS tile and the preload of the next WS tile share the same shift beats), ``h_i`` = 1
+after an OS window that ended on a compute beat (hazard H2: no shift right after it); a WS tile after an OS tile
+waits for the drain beats (hw/controller.py writes one result row per cycle) while the next preload shares them;
+``tail`` = the drain of a last OS tile (+1 if H2) and ``latency = R + C + 4`` (the array's R + C + 1 plus issue,
+accumulator write and completion).
 
 Relation of the two (verif/test_perf.py, ``scripts/validate_cycle_model.py --analytic``): :func:`sequence_cycles`
-is exactly the execute span of :func:`program_cycles` (+ 4 cycles of dispatch) for tiles whose beats exceed their
-shifts, within 2 cycles for any tile sequence; on whole GEMMs with operands resident (the tiler's program without
-its LOADs / STOREs) the analytic model is 0.02-1.6 % below the program model. What the analytic model leaves out is
-the host port (one row per cycle each way): the first tiles' operand loads, the last STORE, and LOAD-bound
-stretches when a GEMM loads more rows than it has compute beats (skinny rank-r LoRA GEMMs); with them the full
-program costs 1-11 % more on compute-bound GEMMs and up to ~40 % more on skinny ones (``bandwidth`` = the host
-port's bytes per cycle, ``config.lanes``, approximates that part).
+is exactly the execute span of :func:`program_cycles` (+ 3 cycles of dispatch) for any tile sequence; on whole
+GEMMs with operands resident (the tiler's program without its LOADs / STOREs) the analytic model is within a few
+cycles of the program model (mapping and chunk choices aside). What the analytic model leaves out is the host port
+(one row per cycle each way): the first tiles' operand loads, the last STORE, and LOAD-bound stretches when a GEMM
+loads more rows than it has compute beats (skinny rank-r LoRA GEMMs); with them the full program costs a few % more
+on compute-bound GEMMs and up to ~40 % more on skinny ones (``bandwidth`` = the host port's bytes per cycle,
+``config.lanes``, approximates that part).
 
 Memory: DRAM traffic per GEMM from a first-order buffer-tiling model (:func:`dram_bytes`: output blocks that fit in
 half the accumulator, A re-read per N block, B per M block); scratchpad traffic from the mapping's in-array reuse;
@@ -124,8 +126,9 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
         return 0
     t = timing
     total = t.issue
-    if tiles[0][0] == "ws":
-        total += tiles[0][2]
+    # the first WS tile's preload starts in the cycle its PRELOAD is accepted (the COMPUTE follows a cycle later at
+    # the earliest); a first OS tile's first beat comes one cycle after its COMPUTE is accepted
+    total += max(tiles[0][2], 2) if tiles[0][0] == "ws" else 1
     n = len(tiles)
     end_os = False      # the previous window ended on an OS compute beat (then hazard H2 delays the next shift)
     for i, (df, m, kl) in enumerate(tiles):
@@ -137,13 +140,11 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
         h2 = t.os_guard if drain and end_os else 0
         if drain and df == "ws" and not t.drain_on_ws:
             # drain first (the WS beats wait for it); the next tile's preload shifts share the drain's shift beats
-            cost = max(h2, t.os_guard if preload else 0) + max(drain + beats, drain, preload)
+            cost = h2 + max(drain + beats, preload)
             end_os = False
         else:
-            # the PRELOAD is accepted one cycle after the COMPUTE: its shifts start one beat late, like H2's
-            guard = t.os_guard if (h2 or preload) else 0
-            cost = max(beats, max(drain, preload) + guard)
-            end_os = df == "os" and beats >= max(drain, preload) + guard
+            cost = max(beats, max(drain, preload) + h2, 2 if preload else 1)   # one command accepted per cycle
+            end_os = df == "os" and beats == cost
         cost += t.tile_gap if i else 0
         if prev is not None and prev[0] != df:
             cost += t.switch
