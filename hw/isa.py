@@ -2,7 +2,7 @@
 
 A command is 128 bits. Bits [3:0] hold the opcode; the fields of each opcode follow from bit 4 upward, LSB
 first, in the order of :data:`FIELDS`. The hardware builds its ``data.StructLayout`` views from the same table
-(``cdmqta.hw.isa.layout(op)``), so encoder and decoder cannot drift.
+(``cdmqta.hw.controller.command_layout(op)``), so encoder and decoder cannot drift.
 
 Memory model (see README, "ISA"):
 - Host memory is word-addressed; one host word holds one array row and is ``32 * lanes`` bits wide, with
