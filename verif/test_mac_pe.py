@@ -141,6 +141,37 @@ def test_pe_ws_and_os(precision):
     assert log["shifted_in"] == 5
 
 
+def _play(dut, sched, n_cycles):
+    """Play ``sched``'s beats into ``dut`` for ``n_cycles`` (bubbles after the last beat) in the Amaranth simulator.
+
+    Returns ({"ws": [(cycle, row)], "drain": [(cycle, row)]}, busy) where busy[c] is ``dut.busy`` at cycle c and
+    the last element is the ``cycles`` counter after the run.
+    """
+    got = {"ws": [], "drain": []}
+    busy = []
+    fields = ("compute", "shift", "dataflow", "precision", "sel", "first")
+
+    async def tb(ctx):
+        for cyc in range(n_cycles):
+            if cyc < len(sched.beats):
+                bt = sched.beats[cyc]
+                ctx.set(dut.a, bt.a)
+                ctx.set(dut.b, bt.b)
+                ctx.set(dut.d, bt.d)
+                ctx.set(dut.ctrl, {f: getattr(bt, f) for f in fields})
+            else:
+                ctx.set(dut.ctrl, {f: 0 for f in fields})
+            for port in ("ws", "drain"):
+                if ctx.get(getattr(dut, f"{port}_valid")):
+                    got[port].append((cyc, [int(v) for v in ctx.get(getattr(dut, f"{port}_row"))]))
+            busy.append(ctx.get(dut.busy))
+            await ctx.tick()
+        busy.append(ctx.get(dut.cycles))
+
+    run(dut, tb)
+    return got, busy
+
+
 def _rand_tile(rng, df, prec, R, C):
     lim = 7 if prec == "int4" else 127
     kmax = R * (2 if prec == "int4" else 1) if df == "ws" else 11
@@ -157,29 +188,7 @@ def test_array_against_schedule(rows, cols):
     tiles = [_rand_tile(rng, rng.choice(["ws", "os"]), rng.choice(["int8", "int4"]), rows, cols) for _ in range(14)]
     sched = schedule(tiles, rows, cols)
     dut = Array(QTAConfig(rows=rows, cols=cols))
-    got = {"ws": [], "drain": []}
-    busy = []
-
-    async def tb(ctx):
-        fields = ("compute", "shift", "dataflow", "precision", "sel", "first")
-        for cyc in range(sched.cycles + 2):
-            if cyc < len(sched.beats):
-                bt = sched.beats[cyc]
-                ctx.set(dut.a, bt.a)
-                ctx.set(dut.b, bt.b)
-                ctx.set(dut.d, bt.d)
-                ctx.set(dut.ctrl, {f: getattr(bt, f) for f in fields})
-            else:
-                ctx.set(dut.ctrl, {f: 0 for f in fields})
-            if ctx.get(dut.ws_valid):
-                got["ws"].append((cyc, [int(v) for v in ctx.get(dut.ws_row)]))
-            if ctx.get(dut.drain_valid):
-                got["drain"].append((cyc, [int(v) for v in ctx.get(dut.drain_row)]))
-            busy.append(ctx.get(dut.busy))
-            await ctx.tick()
-        busy.append(ctx.get(dut.cycles))
-
-    run(dut, tb)
+    got, busy = _play(dut, sched, sched.cycles + 2)
     ws_model, drain_model = simulate(sched.beats, rows, cols)
     assert [r for _, r in got["ws"]] == ws_model
     assert [r for _, r in got["drain"]][: len(drain_model)] == drain_model
@@ -198,26 +207,8 @@ def test_array_int8_only_build():
     tiles = [_rand_tile(rng, df, "int8", 2, 3) for df in ("ws", "os", "os", "ws", "ws", "os")]
     sched = schedule(tiles, 2, 3)
     dut = Array(QTAConfig(rows=2, cols=3, int4=False))
-    got = {"ws": [], "drain": []}
-
-    async def tb(ctx):
-        fields = ("compute", "shift", "dataflow", "precision", "sel", "first")
-        for cyc in range(sched.cycles + 1):
-            if cyc < len(sched.beats):
-                bt = sched.beats[cyc]
-                ctx.set(dut.a, bt.a)
-                ctx.set(dut.b, bt.b)
-                ctx.set(dut.d, bt.d)
-                ctx.set(dut.ctrl, {f: getattr(bt, f) for f in fields})
-            else:
-                ctx.set(dut.ctrl, {f: 0 for f in fields})
-            for port in ("ws", "drain"):
-                if ctx.get(getattr(dut, f"{port}_valid")):
-                    got[port].append([int(v) for v in ctx.get(getattr(dut, f"{port}_row"))])
-            await ctx.tick()
-
-    run(dut, tb)
-    assert sched.results(got["ws"], got["drain"]) == [t.result() for t in tiles]
+    got, _ = _play(dut, sched, sched.cycles + 1)
+    assert sched.results([r for _, r in got["ws"]], [r for _, r in got["drain"]]) == [t.result() for t in tiles]
 
 
 def test_schedule_cycles_and_hazard_check():
