@@ -13,16 +13,20 @@ so the control of a beat reaches every PE together with that beat's data (Gemmin
 has two stationary registers ``c[0]``, ``c[1]`` (acc_width bits): the beat's ``sel`` bit names the one IN USE
 (WS weight / OS accumulator), the other one, ``c[!sel]``, is the SHADOW that the vertical shift chain loads
 (WS weights of the next tile) and drains (OS results of the previous tile) at the same time.
+The shift chain has S = ``config.chain_lanes`` (1 or 2) LANES: a shift moves every shadow register S rows down
+(row i <- row i-S; lane s < S enters at row s, lane u leaves at row R-1-u), so S rows enter and S rows leave per
+shift beat. With S = 2 the hop from row i-2 to row i has one extra register (so the value arrives with the beat's
+control, which moves one row per cycle).
 
 Beat (one per cycle, presented on the input ports and sampled at the clock edge; a cycle with ``compute=0`` and
 ``shift=0`` is a bubble and everything else in it is ignored)
 ------------------------------------------------------------------------------------------------------------
 ``a[i]``      signed 8 bit, i < R   west lanes: WS: A[t, i] (row t of the streamed A tile), OS: A[r, t] (see below)
 ``b[j]``      signed 8 bit, j < C   north operand: OS: B[t, j]; ignored in WS
-``d[j]``      signed 8 bit, j < C   shift-chain input at the top of column j (WS weights of a later tile)
+``d[s*C+j]``  signed 8 bit, s < S, j < C   shift-chain lane s input (enters row s) of column j (WS weights)
 ``compute``   1: the beat multiplies (``a`` valid; ``b`` valid in OS)
-``shift``     1: every column's shadow chain shifts down by one: c[!sel] of row 0 <- d[j], of row i <- row i-1,
-              and the old c[!sel] of row R-1 leaves at the south as a ``drain`` row
+``shift``     1: every column's shadow chain shifts down by S rows: c[!sel] of row s <- d[s*C+j] (s < S), of
+              row i >= S <- row i-S, and the old c[!sel] of rows R-1-u (u < S) leave at the south as drain lane u
 ``dataflow``  isa.Dataflow: 0 = WS, 1 = OS (of the compute part of this beat)
 ``precision`` isa.Precision: 0 = INT8, 1 = INT4 (each 8-bit lane packs two signed INT4: low nibble = even k,
               high nibble = odd k; a MAC then adds lo*lo + hi*hi, so one beat covers two K elements)
@@ -34,8 +38,8 @@ Outputs (south, de-skewed: all C lanes of one row appear in the same cycle)
 ``ws_valid`` / ``ws_row[j]`` (signed acc_width): the result row of a WS compute beat presented at cycle t
     appears at cycle t + LATENCY:  ws_row[j] = sum_i mac(a[i], W[i, j])  (W = low 8 bits of c[sel] of PE(i, j);
     mac = product in INT8, lo*lo + hi*hi of the nibbles in INT4).
-``drain_valid`` / ``drain_row[j]``: for EVERY shift beat presented at cycle t, at t + LATENCY, the old c[!sel]
-    of PE(R-1, j). Which drain rows are results (and of which tile/row) is the scheduler's knowledge.
+``drain_valid`` / ``drain_row[u*C+j]`` (u < S): for EVERY shift beat presented at cycle t, at t + LATENCY, the
+    old c[!sel] of PE(R-1-u, j). Which drain rows are results (and of which tile/row) is the scheduler's knowledge.
 ``busy``: a beat is still in flight (1 from the cycle after a beat enters until its outputs have appeared).
 ``cycles``: 32-bit free-running count of busy cycles (performance counter; wraps).
 LATENCY = R + C + 1 (``Array.latency``): 1 input register + skew (i + j) + multiplier register + accumulate
@@ -45,11 +49,12 @@ that can write only one result row per cycle must not overlap them (keep drain s
 
 Dataflow WS (tile: W = B[k x n] stationary, k <= R (k <= 2R INT4, packed along K), n <= C; A[m x k] streamed)
 -----------------------------------------------------------------------------------------------------------
-* Preload: k_lanes shift beats (k_lanes = k in INT8, ceil(k / 2) in INT4) whose ``d`` carries the weight rows
-  in REVERSE order: the j-th of them (j = 0..k_lanes-1) carries d = W_lane[k_lanes-1-j, 0..n-1] (anything in
-  lanes >= n). After them, W_lane row r is in PE row r (r < k_lanes); rows >= k_lanes hold stale values, which
+* Preload: P = ceil(k_lanes / S) shift beats (k_lanes = k in INT8, ceil(k / 2) in INT4) whose ``d`` carries the
+  weight rows in REVERSE order of groups: the j-th of them (j = 0..P-1) carries, in lane s,
+  W_lane[S*(P-1-j) + s, 0..n-1] (anything in columns >= n, and in a lane whose row is >= k_lanes). After them,
+  W_lane row r is in PE row r (r < k_lanes); rows >= k_lanes hold stale values, which
   is harmless because ``a`` lanes >= k_lanes must be 0 (see hazards).
-  These shifts carry the ``sel`` of the tile BEFORE (they fill its shadow) and MUST be the last k_lanes shifts
+  These shifts carry the ``sel`` of the tile BEFORE (they fill its shadow) and MUST be the last P shifts
   before the tile's first compute beat. They may share beats with that earlier tile's compute beats (any
   dataflow), so tile i+1's weights load while tile i streams. The first compute beat may be the very next beat.
   INT8: W_lane[r, j] = B[r, j]; INT4: W_lane[r, j] = pack(B[2r, j], B[2r+1, j]) (isa.py packing, odd k: the
@@ -64,31 +69,32 @@ Dataflow OS (tile: C[m x n] stationary, m <= R, n <= C; K streamed, any length u
   0), a lanes BOTTOM-ALIGNED: a[R - m + r] = A[r, t] for r < m, other lanes 0 (so that m drain shifts suffice);
   compute=1, dataflow=OS, first=1 on the first beat of the tile only; sel = the tile's buffer.
   C[r, j] accumulates in c[sel] of PE(R - m + r, j).
-* Drain: m shift beats with ``sel`` FLIPPED (normally beats of the next tile, of any dataflow, or shift-only
-  beats): the u-th of them (u = 0..m-1) yields drain_row = C[m-1-u, 0..C-1] (bottom row first) at + LATENCY.
-  With top-aligned a lanes instead (a[r] = A[r, t]) R drain shifts are needed and the u-th yields row R-1-u.
+* Drain: ceil(m / S) shift beats with ``sel`` FLIPPED (normally beats of the next tile, of any dataflow, or
+  shift-only beats): the v-th of them yields, in drain lane u, C[m-1-S*v-u, 0..C-1] (bottom rows first; lanes
+  with a negative row carry junk) at + LATENCY.
 
 Overlap and switching (no drain between tiles, no dataflow barrier)
 ------------------------------------------------------------------
 The shift beats that follow tile i's compute (and carry the flipped sel, i.e. belong to tile i+1's window)
-do two jobs at once: their first m_i drain tile i if it was OS, their last k_{i+2} preload tile i+2 if it is WS.
-Per tile window q = max(m_i [OS], k_{i+2} [WS]) shifts are needed; they ride on the compute beats of tile i+1
+do two jobs at once: their first ceil(m_i/S) drain tile i if it was OS, their last ceil(k_{i+2}/S) preload tile
+i+2 if it is WS. Per tile window q = max(ceil(m_i/S) [OS], ceil(k_{i+2}/S) [WS]) shifts are needed; they ride on the compute beats of tile i+1
 (except its first beat if tile i was OS, H2); extra shift-only beats (compute=0, sel of tile i+1) are appended
 after tile i+1's compute beats when tile i+1 is shorter. A sequence of tiles costs
   sum_i max(beats_i, q_i [+1 if tile i-1 was OS]) + LATENCY
-  + k_lanes_0 if the first tile is WS (its preload) + 1 + m_last if the last tile is OS (H2 bubble + drain)
-cycles, where beats_i = m (WS) or k_lanes (OS) and q_i = the shifts its window carries; dataflow and precision
-may change on any beat (they travel with it). Example: 64x64x64 INT8 on 8x8 = 4096 ideal cycles; WS tiling
-(8x8 weights, M=64 streamed) 4096 + 8 + 17 = 4121 cycles, OS tiling (8x8 outputs, K=64 streamed) 4122.
+  + ceil(k_lanes_0/S) if the first tile is WS (its preload) + 1 + ceil(m_last/S) if the last tile is OS (H2
+bubble + drain) cycles, where beats_i = m (WS) or k_lanes (OS) and q_i = the shifts its window carries; dataflow
+and precision may change on any beat (they travel with it). Example: 64x64x64 INT8 on 8x8 (S = 1) = 4096 ideal
+cycles; WS tiling (8x8 weights, M=64 streamed) 4096 + 8 + 17 = 4121 cycles, OS tiling (8x8 outputs, K=64
+streamed) 4122; with S = 2: 4117 and 4118.
 
 Hazard rules (the controller must obey; array_schedule obeys and checks them)
 --------------------------------------------------------------------------
-H1  WS: a tile's weights = the last k_lanes shift beats before its first compute beat, and those shifts carry
+H1  WS: a tile's weights = the last ceil(k_lanes/S) shift beats before its first compute beat, and those carry
     the previous tile's ``sel``; a lanes >= k_lanes are 0 in its compute beats.
 H2  A shift beat must not immediately follow an OS compute beat of the other ``sel`` (the last product is still
     being accumulated into the register that the shift would read): after an OS tile, the next tile's first
     beat may compute but not shift. (A shift right after an OS compute beat of the same sel is fine.)
-H3  The m drain shifts of an OS tile i (sel flipped) must all come before the first compute beat of tile i+2
+H3  The ceil(m/S) drain shifts of an OS tile i (sel flipped) must all come before the first compute beat of tile i+2
     (which reuses tile i's register; its ``first`` beat overwrites it).
 H4  ``sel`` flips exactly at tile boundaries (consecutive tiles use opposite buffers); within a tile it is
     constant. Bubbles (compute=0, shift=0) may be inserted anywhere without changing results.
@@ -135,16 +141,17 @@ class Array(wiring.Component):
         self._config = config
         self._dsp = dsp
         R, C, W = config.rows, config.cols, config.acc_width
+        self.lanes = S = config.chain_lanes
         self.latency = array_latency(R, C)
         super().__init__({
             "a": In(data.ArrayLayout(signed(8), R)),
             "b": In(data.ArrayLayout(signed(8), C)),
-            "d": In(data.ArrayLayout(signed(8), C)),
+            "d": In(data.ArrayLayout(signed(8), S * C)),
             "ctrl": In(Control),
             "ws_valid": Out(1),
             "ws_row": Out(data.ArrayLayout(signed(W), C)),
             "drain_valid": Out(1),
-            "drain_row": Out(data.ArrayLayout(signed(W), C)),
+            "drain_row": Out(data.ArrayLayout(signed(W), S * C)),
             "busy": Out(1),
             "cycles": Out(32),
         })
@@ -157,6 +164,7 @@ class Array(wiring.Component):
         m = Module()
         cfg = self._config
         R, C, W = cfg.rows, cfg.cols, cfg.acc_width
+        S = self.lanes
 
         def delay(value, n, name, stages=False):
             """``value`` through ``n`` registers (n >= 0); with ``stages``, the list of all n+1 taps."""
@@ -185,9 +193,11 @@ class Array(wiring.Component):
             m.d.comb += [
                 top.b_in.eq(b_taps[-1]), top.b_next.eq(b_taps[-2]),
                 top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]),
-                top.d_in.eq(delay(self.d[j], j + 1, f"d_skew{j}")),
                 top.psum_in.eq(0),
             ]
+            # shift chain lane s enters at row s (its beat's control arrives there j + 1 + s cycles after entry)
+            for s_ in range(S):
+                m.d.comb += pes[s_][j].d_in.eq(delay(self.d[s_ * C + j], j + 1 + s_, f"d_skew{s_}_{j}"))
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
@@ -198,11 +208,15 @@ class Array(wiring.Component):
                     m.d.comb += [
                         below.b_in.eq(pe.b_out),
                         below.b_next.eq(pe.b_in),
-                        below.d_in.eq(pe.d_out),
                         below.psum_in.eq(pe.psum_out),
                         below.ctrl_in.eq(pe.ctrl_out),
                         below.ctrl_next.eq(pe.ctrl_in),
                     ]
+
+        # shift chain: row i takes row i-S's d_out, S-1 extra registers so that it arrives with the beat's control
+        for i in range(S, R):
+            for j in range(C):
+                m.d.comb += pes[i][j].d_in.eq(delay(pes[i - S][j].d_out, S - 1, f"chain{i}_{j}"))
 
         # output de-skew: column j delayed by C-1-j; the drain path gets one more register to equalize latency
         bottom = pes[R - 1]
@@ -217,8 +231,9 @@ class Array(wiring.Component):
         for j in range(C):
             m.d.comb += [
                 self.ws_row[j].eq(delay(bottom[j].psum_out, C - 1 - j, f"ws_deskew{j}")),
-                self.drain_row[j].eq(delay(bottom[j].d_out, C - j, f"drain_deskew{j}")),
             ]
+            for u in range(S):      # drain lane u: row R-1-u, whose d_out is u cycles early
+                m.d.comb += self.drain_row[u * C + j].eq(delay(pes[R - 1 - u][j].d_out, C - j + u, f"drain_deskew{u}_{j}"))
 
         # busy / cycle counter: a beat is in flight for `latency` cycles after it enters
         inflight = Signal(range(self.latency + 1))

@@ -1,16 +1,18 @@
 """Python reference of the array protocol (:mod:`cdmqta.hw.array`): tiles in, beats and predicted outputs out.
 
-``schedule(tiles, rows, cols)`` turns a list of :class:`Tile` (dataflow, precision, A tile, B tile) into the
+``schedule(tiles, rows, cols, lanes)`` turns a list of :class:`Tile` (dataflow, precision, A tile, B tile) into the
 beat stream that enters the array, one beat per cycle from cycle 0, obeying hazard rules H1-H5, and says at
 which cycle which result row leaves which output port. It is what the controller implements in hardware and
 what :class:`cdmqta.hw.harness.ArrayHarness` plays. :func:`simulate` is a functional (untimed) model of the
 array that executes a beat stream; :func:`gemm_tiles` / :func:`assemble` split a whole GEMM into tiles and put
 the tile results back together (split-K partial sums added in Python).
 
-Placement policy (minimal cycles for the rules): the window of tile i (its compute beats, sel_i) carries
-q_i = max(m_{i-1} if tile i-1 is OS, k_lanes_{i+1} if tile i+1 is WS) shifts on its LAST q_i beats (never on its
-first beat after an OS tile, H2); if it is too short, shift-only beats are appended. A WS first tile is preceded
-by its k_lanes preload beats, an OS last tile is followed by a bubble (H2) and its m drain beats.
+Placement policy (minimal cycles for the rules): with S = ``lanes`` (the shift chain's lanes, capped at rows) the
+window of tile i (its compute beats, sel_i) carries q_i = max(ceil(m_{i-1}/S) if tile i-1 is OS,
+ceil(k_lanes_{i+1}/S) if tile i+1 is WS) shifts on its LAST q_i beats (never on its first beat after an OS tile,
+H2); if it is too short, shift-only beats are appended. A WS first tile is preceded by its ceil(k_lanes/S) preload
+beats, an OS last tile is followed by a bubble (H2) and its ceil(m/S) drain beats. Beat ``d`` and drain rows have
+S*C lanes (lane s of the chain at [s*C, (s+1)*C)).
 """
 
 from dataclasses import dataclass, field
@@ -100,12 +102,14 @@ class Beat:
 @dataclass
 class Output:
     """Result row ``row`` of tile ``tile`` leaves ``port`` ('ws' or 'drain') at ``cycle``; ``index`` is its
-    position among all rows of that port (the harness captures each port's rows in order)."""
+    position among all rows of that port (the harness captures each port's rows in order); ``lane`` is the drain
+    lane that carries it (0 on the ws port)."""
     port: str
     cycle: int
     index: int
     tile: int
     row: int
+    lane: int = 0
 
 
 @dataclass
@@ -114,6 +118,7 @@ class Schedule:
     cols: int
     latency: int
     tiles: list
+    lanes: int = 1
     beats: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     n_ws: int = 0       # rows the ws port emits in total
@@ -125,19 +130,23 @@ class Schedule:
         return len(self.beats) + self.latency
 
     def results(self, ws_rows, drain_rows):
-        """Tile results (m x n lists) from each port's captured rows (in order, C lanes each)."""
+        """Tile results (m x n lists) from each port's captured rows (in order; C lanes per ws row, lanes * C per
+        drain row)."""
         out = [[None] * t.m for t in self.tiles]
         for o in self.outputs:
             src = ws_rows if o.port == WS else drain_rows
-            out[o.tile][o.row] = [int(v) for v in src[o.index][: self.tiles[o.tile].n]]
+            lo = o.lane * self.cols
+            out[o.tile][o.row] = [int(v) for v in src[o.index][lo: lo + self.tiles[o.tile].n]]
         return out
 
 
-def schedule(tiles, rows, cols):
-    """The beat stream and predicted outputs of ``tiles`` on an R x C array (see the module docstring)."""
+def schedule(tiles, rows, cols, lanes=2):
+    """The beat stream and predicted outputs of ``tiles`` on an R x C array whose shift chain has ``lanes`` lanes
+    (``QTAConfig.shift_lanes``; capped at ``rows``), see the module docstring."""
     from .array import array_latency
 
     R, C = rows, cols
+    S = max(1, min(lanes, R))
     tiles = list(tiles)
     for t in tiles:
         if t.n > C:
@@ -146,12 +155,18 @@ def schedule(tiles, rows, cols):
             raise ValueError(f"WS tile k={t.k} ({t.precision}) exceeds rows={R}")
         if t.dataflow == OS and t.m > R:
             raise ValueError(f"OS tile m={t.m} exceeds rows={R}")
-    s = Schedule(R, C, array_latency(R, C), tiles)
+    s = Schedule(R, C, array_latency(R, C), tiles, S)
     beats = s.beats
-    zero_r, zero_c = [0] * R, [0] * C
+    zero_r, zero_c, zero_d = [0] * R, [0] * C, [0] * (S * C)
 
-    def weights(t):  # the d lanes of its k_lanes preload shifts, in shift order
-        return [[t.b_lane(t.k_lanes - 1 - p, j) if j < t.n else 0 for j in range(C)] for p in range(t.k_lanes)]
+    def weights(t):  # the d lanes of its ceil(k_lanes / S) preload shifts, in shift order
+        P = -(-t.k_lanes // S)
+        return [[t.b_lane(S * (P - 1 - p) + u, j) if j < t.n and S * (P - 1 - p) + u < t.k_lanes else 0
+                 for u in range(S) for j in range(C)] for p in range(P)]
+
+    def drains(i, t):  # per drain shift: the (tile, row, lane) it yields
+        return [[(i, t.m - 1 - S * v - u, u) for u in range(S) if t.m - 1 - S * v - u >= 0]
+                for v in range(-(-t.m // S))]
 
     def window(i, sel, compute_beats, drain, preload):
         """Append the beats of one window: compute beats (list of Beat with compute=1) + shifts."""
@@ -159,18 +174,19 @@ def schedule(tiles, rows, cols):
         h = 1 if (beats and beats[-1].compute and beats[-1].dataflow == 1 and beats[-1].sel != sel) else 0
         ws = list(compute_beats)
         if q > len(ws) - h:
-            ws += [Beat(zero_r, zero_c, zero_c, sel=sel) for _ in range(q - max(len(ws) - h, 0))]
+            ws += [Beat(zero_r, zero_c, zero_d, sel=sel) for _ in range(q - max(len(ws) - h, 0))]
             if h and not compute_beats:
-                ws.insert(0, Beat(zero_r, zero_c, zero_c, sel=sel))  # bubble (H2)
+                ws.insert(0, Beat(zero_r, zero_c, zero_d, sel=sel))  # bubble (H2)
         first_shift = len(ws) - q
         for p in range(q):
             bt = ws[first_shift + p]
             bt.shift = 1
             pre = p - (q - len(preload))
-            bt.d = preload[pre] if pre >= 0 else zero_c
+            bt.d = preload[pre] if pre >= 0 else zero_d
             if p < len(drain):
-                tile_i, row = drain[p]
-                s.outputs.append(Output("drain", len(beats) + first_shift + p + s.latency, None, tile_i, row))
+                for tile_i, row, lane in drain[p]:
+                    s.outputs.append(Output("drain", len(beats) + first_shift + p + s.latency, None, tile_i, row,
+                                            lane))
         for bt in ws:
             if bt.compute and bt.dataflow == 0:
                 s.outputs.append(Output(WS, len(beats) + ws.index(bt) + s.latency, None, i, bt._row))
@@ -186,7 +202,7 @@ def schedule(tiles, rows, cols):
         if t.dataflow == WS:
             for r in range(t.m):
                 a = [t.a_lane(r, x) if x < t.k_lanes else 0 for x in range(R)]
-                bt = Beat(a, zero_c, zero_c, compute=1, dataflow=0, precision=int(t.precision == INT4), sel=sel)
+                bt = Beat(a, zero_c, zero_d, compute=1, dataflow=0, precision=int(t.precision == INT4), sel=sel)
                 bt._row = r
                 comp.append(bt)
         else:
@@ -195,16 +211,16 @@ def schedule(tiles, rows, cols):
                 for r in range(t.m):
                     a[R - t.m + r] = t.a_lane(r, step)
                 b = [t.b_lane(step, j) if j < t.n else 0 for j in range(C)]
-                comp.append(Beat(a, b, zero_c, compute=1, dataflow=1, precision=int(t.precision == INT4),
+                comp.append(Beat(a, b, zero_d, compute=1, dataflow=1, precision=int(t.precision == INT4),
                                  sel=sel, first=int(step == 0)))
         prev = tiles[i - 1] if i else None
-        drain = [(i - 1, prev.m - 1 - u) for u in range(prev.m)] if prev is not None and prev.dataflow == OS else []
+        drain = drains(i - 1, prev) if prev is not None and prev.dataflow == OS else []
         nxt = tiles[i + 1] if i + 1 < n else None
         preload = weights(nxt) if nxt is not None and nxt.dataflow == WS else []
         window(i, sel, comp, drain, preload)
     if n and tiles[-1].dataflow == OS:
         last = tiles[-1]
-        window(n, n % 2, [], [(n - 1, last.m - 1 - u) for u in range(last.m)], [])
+        window(n, n % 2, [], drains(n - 1, last), [])
 
     # port indices: each port emits one row per beat of its kind, in beat order
     ws_cycles = [c + s.latency for c, bt in enumerate(beats) if bt.compute and bt.dataflow == 0]
@@ -214,7 +230,7 @@ def schedule(tiles, rows, cols):
     dr_idx = {c: x for x, c in enumerate(dr_cycles)}
     for o in s.outputs:
         o.index = ws_idx[o.cycle] if o.port == WS else dr_idx[o.cycle]
-    s.outputs.sort(key=lambda o: (o.cycle, o.port))
+    s.outputs.sort(key=lambda o: (o.cycle, o.port, o.lane))
     for bt in beats:
         bt.__dict__.pop("_row", None)
     check(beats, R, C)
@@ -240,9 +256,11 @@ def _mac(a, b, int4):
     return _sx(a, 4) * _sx(b, 4) + _sx(a >> 4, 4) * _sx(b >> 4, 4)
 
 
-def simulate(beats, rows, cols, acc_width=32):
-    """Functional model of the array: (ws_rows, drain_rows), each port's rows in order (C ints each)."""
+def simulate(beats, rows, cols, acc_width=32, lanes=2):
+    """Functional model of the array: (ws_rows, drain_rows), each port's rows in order (C ints per ws row,
+    S * C per drain row: lane u = the old shadow row R-1-u)."""
     R, C = rows, cols
+    S = max(1, min(lanes, R))
     c = [[[0] * C for _ in range(R)] for _ in range(2)]
     ws_rows, drain_rows = [], []
     for bt in beats:
@@ -256,21 +274,23 @@ def simulate(beats, rows, cols, acc_width=32):
                     base = 0 if bt.first else cur[i][j]
                     cur[i][j] = _sx(base + _mac(bt.a[i], bt.b[j], bt.precision), acc_width)
         if bt.shift:
-            drain_rows.append(list(shadow[R - 1]))
-            for i in range(R - 1, 0, -1):
-                shadow[i] = list(shadow[i - 1])
-            shadow[0] = [int(v) for v in bt.d]
+            drain_rows.append([v for u in range(S) for v in shadow[R - 1 - u]])
+            for i in range(R - 1, S - 1, -1):
+                shadow[i] = list(shadow[i - S])
+            for u in range(S):
+                shadow[u] = [int(v) for v in bt.d[u * C:(u + 1) * C]]
     return ws_rows, drain_rows
 
 
 def beat_word(bt, rows, cols):
     """A beat as the harness's beat-memory word: ctrl bits [0:6] (BEAT_CTRL_FIELDS order), then a (8*rows),
-    b (8*cols), d (8*cols), lane 0 lowest (the ``data.StructLayout`` of :class:`ArrayHarness`)."""
+    b (8*cols), d (8*lanes*cols: as many as the beat has), lane 0 lowest (the ``data.StructLayout`` of
+    :class:`ArrayHarness`)."""
     w = 0
     for x, name in enumerate(BEAT_CTRL_FIELDS):
         w |= (getattr(bt, name) & 1) << x
     pos = len(BEAT_CTRL_FIELDS)
-    for lanes, n in ((bt.a, rows), (bt.b, cols), (bt.d, cols)):
+    for lanes, n in ((bt.a, rows), (bt.b, cols), (bt.d, len(bt.d))):
         for v in lanes[:n]:
             w |= (v & 0xFF) << pos
             pos += 8

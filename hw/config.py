@@ -48,6 +48,12 @@ class QTAConfig:
     acc_rows         -- accumulator memory depth in rows; a row holds ``cols`` acc_width-bit lanes.
     acc_banks        -- accumulator banks (power of two, divides acc_rows).
     host_addr_width  -- address width of the host memory port (in units of host words).
+    shift_lanes      -- rows the stationary registers' shift chain moves per cycle (1 or 2; capped at ``rows``,
+                        see :attr:`chain_lanes`): WS weights preload and OS results drain ``shift_lanes`` rows per
+                        cycle, so a tile whose stream is shorter than the array is tall (attention head
+                        dimension 40 on 64 rows) still hides its preload / drain. 2 costs one extra acc_width
+                        register per PE (the chain skips a row), a fourth scratchpad read port and a second
+                        accumulator write port.
     """
 
     rows: int = 8
@@ -61,6 +67,7 @@ class QTAConfig:
     acc_rows: int = 1024
     acc_banks: int = 2
     host_addr_width: int = 24
+    shift_lanes: int = 2
 
     def __post_init__(self):
         _check_int("rows", self.rows, 1, 128)
@@ -84,6 +91,7 @@ class QTAConfig:
             if not _is_pow2(banks) or depth % banks:
                 raise ConfigError(f"{name}={banks} must be a power of two that divides the depth ({depth})")
         _check_int("host_addr_width", self.host_addr_width, 8, 32)
+        _check_int("shift_lanes", self.shift_lanes, 1, 2)
 
     @staticmethod
     def required_acc_width(max_k):
@@ -94,6 +102,11 @@ class QTAConfig:
     def lanes(self):
         """8-bit lanes per scratchpad row: one row feeds either side of the array."""
         return max(self.rows, self.cols)
+
+    @property
+    def chain_lanes(self):
+        """Rows the shift chain moves per shift beat: ``min(shift_lanes, rows)``."""
+        return min(self.shift_lanes, self.rows)
 
     @property
     def macs(self):

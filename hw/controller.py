@@ -124,31 +124,40 @@ class ExecuteUnit(wiring.Component):
         self._cfg = cfg = config
         R, C, W = cfg.rows, cfg.cols, cfg.acc_width
         self.latency = array_latency(R, C)
+        self.lanes = S = cfg.chain_lanes
         sp_aw = max(1, (cfg.sp_rows - 1).bit_length())
         acc_aw = max(1, (cfg.acc_rows - 1).bit_length())
         row = data.ArrayLayout(signed(W), C)
-        super().__init__({
+        sig = {
             "cmd": In(stream.Signature(ExecCmd)),
             "arr_a": Out(data.ArrayLayout(signed(8), R)),
             "arr_b": Out(data.ArrayLayout(signed(8), C)),
-            "arr_d": Out(data.ArrayLayout(signed(8), C)),
+            "arr_d": Out(data.ArrayLayout(signed(8), S * C)),
             "arr_ctrl": Out(Control),
             "arr_ws_valid": In(1), "arr_ws_row": In(row),
-            "arr_drain_valid": In(1), "arr_drain_row": In(row),
+            "arr_drain_valid": In(1), "arr_drain_row": In(data.ArrayLayout(signed(W), S * C)),
             "arr_busy": In(1),
-            "sp_r_en": Out(1).array(3), "sp_r_addr": Out(sp_aw).array(3),
-            "sp_r_data": In(8 * cfg.lanes).array(3),
+            "sp_r_en": Out(1).array(2 + S), "sp_r_addr": Out(sp_aw).array(2 + S),
+            "sp_r_data": In(8 * cfg.lanes).array(2 + S),
             "acc_valid": Out(1), "acc_addr": Out(acc_aw), "acc_data": Out(row), "acc_mask": Out(C),
             "acc_accumulate": Out(1),
             "pre_read_done": Out(1), "pre_read_seq": Out(16), "comp_read_done": Out(1), "comp_read_seq": Out(16),
             "comp_done": Out(1), "idle": Out(1), "beat_compute": Out(1), "beat_any": Out(1),
-        })
+        }
+        if S == 2:      # the second drain lane's row (another accumulator bank)
+            sig.update({"acc1_valid": Out(1), "acc1_addr": Out(acc_aw), "acc1_data": Out(row)})
+        super().__init__(sig)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
+        S = self.lanes
         WS, OS = Dataflow.WS, Dataflow.OS
+
+        def beats_of(rows):
+            """Shift beats that move ``rows`` rows: ceil(rows / S)."""
+            return (rows + (S - 1)) >> (S - 1)
 
         # -- window state ---------------------------------------------------------------------------------
         sel = Signal()
@@ -162,11 +171,13 @@ class ExecuteUnit(wiring.Component):
         c_n = Signal(8)
         c_seq, p_seq = Signal(16), Signal(16)
         # drain job (the previous window's OS tile)
-        dr_rem = Signal(range(R + 1))
+        dr_rem = Signal(range(R + 1))                       # drain shift beats left
+        dr_top = Signal(16)                                 # tile row that drain lane 0 yields on the next drain beat
         dr_c, dr_n, dr_acc = Signal(16), Signal(8), Signal()
         # preload job
         p_act, p_nib = Signal(), Signal()
-        p_rem, p_steps = Signal(range(R + 1)), Signal(range(R + 1))
+        p_rem = Signal(range(R + 1))                        # preload shift beats left
+        p_lanes = Signal(range(R + 1))                      # K lanes (weight rows) of the preload
         p_b, p_n = Signal(16), Signal(8)
         # K lanes of the weights: loaded in this window (next) / in use (cur)
         w_lanes_next, w_lanes_cur = Signal(range(R + 1)), Signal(range(R + 1))
@@ -182,7 +193,9 @@ class ExecuteUnit(wiring.Component):
         # does not lag the COMPUTE it follows by a cycle.
         head = self.cmd.payload
         bypass = Signal()
-        m.d.comb += bypass.eq(self.cmd.valid & ~head.compute & ~p_act & ~h2 & (dr_rem <= head.steps))
+        head_beats = Signal(range(R + 1))
+        m.d.comb += head_beats.eq(beats_of(head.steps))
+        m.d.comb += bypass.eq(self.cmd.valid & ~head.compute & ~p_act & ~h2 & (dr_rem <= head_beats))
         m.d.comb += [
             do_comp.eq(c_act & ((c_df == OS) | (dr_rem == 0))),
             do_shift.eq((((dr_rem != 0) | p_act) & ~h2) | bypass),
@@ -202,9 +215,20 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += [
             self.sp_r_en[0].eq(do_comp), self.sp_r_addr[0].eq(c_a + c_t),
             self.sp_r_en[1].eq(do_comp & (c_df == OS)), self.sp_r_addr[1].eq(c_b + c_t),
-            self.sp_r_en[2].eq(pre_beat),
-            self.sp_r_addr[2].eq(Mux(bypass, head.b_addr + head.steps - 1, p_b + p_rem - 1)),
         ]
+        # preload beat with `rem` beats left (this one included) carries weight rows S*(rem-1) + s in lane s
+        pre_rem = Mux(bypass, head_beats, p_rem)
+        pre_lanes = Mux(bypass, head.steps, p_lanes)
+        pre_row0 = Signal(16)
+        m.d.comb += pre_row0.eq((pre_rem - 1) << (S - 1))
+        lane_ok, lane_nib = Signal(S), Signal(S)
+        for s_ in range(S):
+            m.d.comb += [
+                self.sp_r_en[2 + s_].eq(pre_beat),
+                self.sp_r_addr[2 + s_].eq(Mux(bypass, head.b_addr, p_b) + pre_row0 + s_),
+                lane_ok[s_].eq(pre_row0 + s_ < pre_lanes),
+                lane_nib[s_].eq(Mux(bypass, head.nib, p_nib) & (pre_row0 + s_ + 1 == pre_lanes)),
+            ]
 
         # Lane masks of the streamed A row (low / high nibble kept) and of the weight row.
         keep_lo = Signal(R)
@@ -222,7 +246,7 @@ class ExecuteUnit(wiring.Component):
         s_ctrl = Signal(Control)
         s_keep_lo, s_keep_hi = Signal(R), Signal(R)
         s_os_shift = Signal(range(R))       # OS: A lanes move up by R - m (bottom-aligned, array H-rule)
-        s_pre, s_dnib = Signal(), Signal()
+        s_pre, s_dok, s_dnib = Signal(), Signal(S), Signal(S)
         s_dn = Signal(8)
         m.d.sync += [
             s_ctrl.compute.eq(do_comp), s_ctrl.shift.eq(do_shift), s_ctrl.dataflow.eq(c_df),
@@ -230,7 +254,7 @@ class ExecuteUnit(wiring.Component):
             s_keep_lo.eq(keep_lo), s_keep_hi.eq(keep_hi),
             s_os_shift.eq(Mux(c_df == OS, R - c_m, 0)),
             s_pre.eq(pre_beat), s_dn.eq(Mux(bypass, head.n, p_n)),
-            s_dnib.eq(Mux(bypass, head.nib, pre_beat & p_nib & (p_rem == p_steps))),
+            s_dok.eq(lane_ok), s_dnib.eq(lane_nib),
             prev_os.eq(do_comp & (c_df == OS)), prev_sel.eq(sel),
         ]
         a_raw = self.sp_r_data[0][:8 * R]
@@ -238,13 +262,15 @@ class ExecuteUnit(wiring.Component):
         a_val = ((a_raw & a_mask) << (s_os_shift * 8))[:8 * R]
         m.d.comb += [self.arr_ctrl.eq(s_ctrl), self.arr_a.as_value().eq(a_val),
                      self.arr_b.as_value().eq(self.sp_r_data[1][:8 * C])]
-        for j in range(C):
-            dj = self.sp_r_data[2][8 * j:8 * j + 8]
-            keep = s_pre & (j < s_dn)
-            m.d.comb += self.arr_d[j].eq(Mux(keep, Mux(s_dnib, dj & 0x0F, dj), 0))
+        for s_ in range(S):
+            for j in range(C):
+                dj = self.sp_r_data[2 + s_][8 * j:8 * j + 8]
+                keep = s_pre & s_dok[s_] & (j < s_dn)
+                m.d.comb += self.arr_d[s_ * C + j].eq(Mux(keep, Mux(s_dnib[s_], dj & 0x0F, dj), 0))
 
         # -- result tags: one per WS compute beat and one per shift beat, consumed in order ----------------
-        Tag = data.StructLayout({"row": 16, "n": 8, "acc": 1, "result": 1, "last": 1})
+        # (a drain tag's row is drain lane 0's; ``pair``: lane 1 carries row - 1 of the same tile)
+        Tag = data.StructLayout({"row": 16, "n": 8, "acc": 1, "result": 1, "last": 1, "pair": 1})
         depth = _fifo_depth(self.latency + 4)
         ws_q = fifo.SyncFIFOBuffered(width=Tag.size, depth=depth)
         dr_q = fifo.SyncFIFOBuffered(width=Tag.size, depth=depth)
@@ -254,8 +280,8 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += [
             ws_tag_in.row.eq(c_c + c_t), ws_tag_in.n.eq(c_n), ws_tag_in.acc.eq(c_acc), ws_tag_in.result.eq(1),
             ws_tag_in.last.eq(last_step),
-            dr_tag_in.row.eq(dr_c + dr_rem - 1), dr_tag_in.n.eq(dr_n), dr_tag_in.acc.eq(dr_acc),
-            dr_tag_in.result.eq(res_beat), dr_tag_in.last.eq(d_last),
+            dr_tag_in.row.eq(dr_c + dr_top), dr_tag_in.n.eq(dr_n), dr_tag_in.acc.eq(dr_acc),
+            dr_tag_in.result.eq(res_beat), dr_tag_in.last.eq(d_last), dr_tag_in.pair.eq((S == 2) & (dr_top != 0)),
             ws_q.w_en.eq(do_comp & (c_df == WS)), ws_q.w_data.eq(ws_tag_in),
             dr_q.w_en.eq(do_shift), dr_q.w_data.eq(dr_tag_in),
             ws_q.r_en.eq(self.arr_ws_valid), dr_q.r_en.eq(self.arr_drain_valid),
@@ -269,14 +295,18 @@ class ExecuteUnit(wiring.Component):
             m.d.comb += [self.acc_valid.eq(1), wb_tag.eq(ws_tag), self.acc_data.eq(self.arr_ws_row)]
         with m.Else():
             m.d.comb += [self.acc_valid.eq(self.arr_drain_valid & dr_tag.result), wb_tag.eq(dr_tag),
-                         self.acc_data.eq(self.arr_drain_row)]
+                         self.acc_data.as_value().eq(self.arr_drain_row.as_value()[:C * cfg.acc_width])]
+            if S == 2:
+                m.d.comb += [self.acc1_valid.eq(self.arr_drain_valid & dr_tag.result & dr_tag.pair),
+                             self.acc1_addr.eq(dr_tag.row - 1),
+                             self.acc1_data.as_value().eq(self.arr_drain_row.as_value()[C * cfg.acc_width:])]
         m.d.comb += [self.acc_addr.eq(wb_tag.row), self.acc_accumulate.eq(wb_tag.acc)]
         for j in range(C):
             m.d.comb += self.acc_mask[j].eq(j < wb_tag.n)
         done_d = Signal(2)
         m.d.sync += done_d.eq(Cat(done_d[1], self.acc_valid & wb_tag.last))
         m.d.comb += self.comp_done.eq(done_d[0])
-        m.d.sync += [self.pre_read_done.eq(p_last | (bypass & (head.steps == 1))), self.comp_read_done.eq(c_last),
+        m.d.sync += [self.pre_read_done.eq(p_last | (bypass & (head_beats == 1))), self.comp_read_done.eq(c_last),
                      self.pre_read_seq.eq(Mux(bypass, head.seq, p_seq)), self.comp_read_seq.eq(c_seq)]
 
         # -- job progress ---------------------------------------------------------------------------------
@@ -289,7 +319,7 @@ class ExecuteUnit(wiring.Component):
             with m.If(p_last):
                 m.d.sync += p_act.eq(0)
         with m.If(res_beat):
-            m.d.sync += dr_rem.eq(dr_rem - 1)
+            m.d.sync += [dr_rem.eq(dr_rem - 1), dr_top.eq(dr_top - S)]
 
         # -- accepting commands (overrides the progress above) --------------------------------------------
         is_pre = ~head.compute
@@ -302,17 +332,17 @@ class ExecuteUnit(wiring.Component):
         m.d.comb += self.cmd.ready.eq(acc_pre | acc_comp)
 
         def flip():
-            m.d.sync += [sel.eq(~sel), win_pre.eq(0), dr_rem.eq(Mux(w_os, w_m, 0)), dr_c.eq(w_c),
-                         dr_n.eq(w_n), dr_acc.eq(w_acc)]
+            m.d.sync += [sel.eq(~sel), win_pre.eq(0), dr_rem.eq(Mux(w_os, beats_of(w_m), 0)), dr_top.eq(w_m - 1),
+                         dr_c.eq(w_c), dr_n.eq(w_n), dr_acc.eq(w_acc)]
             with m.If(win_pre):
                 m.d.sync += w_lanes_cur.eq(w_lanes_next)
 
         with m.If(acc_pre):
-            m.d.sync += [p_act.eq(1), p_rem.eq(head.steps), p_steps.eq(head.steps), p_b.eq(head.b_addr),
+            m.d.sync += [p_act.eq(1), p_rem.eq(head_beats), p_lanes.eq(head.steps), p_b.eq(head.b_addr),
                          p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps),
                          p_seq.eq(head.seq)]
             with m.If(bypass):
-                m.d.sync += [p_act.eq(head.steps != 1), p_rem.eq(head.steps - 1)]
+                m.d.sync += [p_act.eq(head_beats != 1), p_rem.eq(head_beats - 1)]
         with m.If(acc_comp):
             with m.If(~(join | cont)):
                 flip()

@@ -15,8 +15,10 @@ Ports (all synchronous to ``clk``):
   array_cycles   the array's own busy-cycle counter
   beat_we/beat_waddr/beat_wdata      one-word-per-cycle write port of ``beat_mem`` (fallback loader)
   res_drain/res_raddr/res_rdata      read port of ``ws_mem`` (res_drain=0) or ``drain_mem`` (1), 1-cycle latency
-Result word: lane j at bits [j*acc_width, (j+1)*acc_width) (two's complement), the cycle stamp (beat 0 presented
-at stamp 0) at bits [cols*acc_width, cols*acc_width + 32).
+Result word: lane j at bits [j*acc_width, (j+1)*acc_width) (two's complement), then the cycle stamp (beat 0
+presented at stamp 0) in the 32 bits above the last lane. A ws word has ``cols`` lanes, a drain word
+``chain_lanes * cols`` (drain lane u = row R-1-u of the shift chain, see :mod:`cdmqta.hw.array`);
+``res_rdata`` is as wide as a drain word (ws words zero-extended).
 """
 
 from amaranth.hdl import Cat, Module, Signal, unsigned
@@ -31,13 +33,13 @@ from .pe import Control
 __all__ = ["ArrayHarness", "beat_layout"]
 
 
-def beat_layout(rows, cols):
+def beat_layout(rows, cols, lanes=1):
     from amaranth.hdl import signed
     return data.StructLayout({
         "ctrl": Control,
         "a": data.ArrayLayout(signed(8), rows),
         "b": data.ArrayLayout(signed(8), cols),
-        "d": data.ArrayLayout(signed(8), cols),
+        "d": data.ArrayLayout(signed(8), lanes * cols),
     })
 
 
@@ -48,8 +50,10 @@ class ArrayHarness(wiring.Component):
         config = config or QTAConfig()
         self._config = config
         self._depth = depth
-        self.beat_width = beat_layout(config.rows, config.cols).size
-        self.result_width = config.cols * config.acc_width + 32
+        self.lanes = config.chain_lanes
+        self.beat_width = beat_layout(config.rows, config.cols, self.lanes).size
+        self.ws_width = config.cols * config.acc_width + 32
+        self.result_width = self.lanes * config.cols * config.acc_width + 32
         self.latency = config.rows + config.cols + 1
         aw = max(1, (depth - 1).bit_length())
         super().__init__({
@@ -81,7 +85,7 @@ class ArrayHarness(wiring.Component):
         cfg, depth = self._config, self._depth
         m.submodules.array = array = Array(cfg)
         m.submodules.beat_mem = beat_mem = Memory(shape=unsigned(self.beat_width), depth=depth, init=[])
-        m.submodules.ws_mem = ws_mem = Memory(shape=unsigned(self.result_width), depth=depth, init=[])
+        m.submodules.ws_mem = ws_mem = Memory(shape=unsigned(self.ws_width), depth=depth, init=[])
         m.submodules.drain_mem = drain_mem = Memory(shape=unsigned(self.result_width), depth=depth, init=[])
 
         load = beat_mem.write_port()
@@ -101,7 +105,7 @@ class ArrayHarness(wiring.Component):
                 m.d.sync += addr.eq(addr + 1)
             with m.Else():
                 m.d.sync += playing.eq(0)
-        word = data.View(beat_layout(cfg.rows, cfg.cols), play.data)
+        word = data.View(beat_layout(cfg.rows, cfg.cols, self.lanes), play.data)
         with m.If(present):
             m.d.comb += [array.a.eq(word.a), array.b.eq(word.b), array.d.eq(word.d), array.ctrl.eq(word.ctrl)]
 
@@ -122,8 +126,7 @@ class ArrayHarness(wiring.Component):
         ws_r, dr_r = ws_mem.read_port(), drain_mem.read_port()
         sel_q = Signal()
         m.d.sync += sel_q.eq(self.res_drain)
-        m.d.comb += [ws_r.addr.eq(self.res_raddr), dr_r.addr.eq(self.res_raddr),
-]
+        m.d.comb += [ws_r.addr.eq(self.res_raddr), dr_r.addr.eq(self.res_raddr)]
         with m.If(sel_q):
             m.d.comb += self.res_rdata.eq(dr_r.data)
         with m.Else():

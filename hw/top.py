@@ -70,10 +70,12 @@ class Accelerator(wiring.Component):
         ctl = m.submodules.controller = Controller(cfg, host_words=self._host_words)
         exe = m.submodules.execute = ExecuteUnit(cfg)
         arr = m.submodules.array = Array(cfg) if self._dsp is None else Array(cfg, dsp=self._dsp)
+        S = cfg.chain_lanes
         sp = m.submodules.scratchpad = Scratchpad(rows=cfg.sp_rows, lanes=cfg.lanes, banks=cfg.sp_banks,
-                                                  read_ports=3)
+                                                  read_ports=2 + S)
         acc = m.submodules.accumulator = AccumulatorMemory(rows=cfg.acc_rows, cols=cfg.cols,
-                                                           acc_width=cfg.acc_width, banks=cfg.acc_banks)
+                                                           acc_width=cfg.acc_width, banks=cfg.acc_banks,
+                                                           ex_ports=S)
         ld = m.submodules.load = LoadUnit(lanes=cfg.lanes, cols=cfg.cols, acc_width=cfg.acc_width,
                                           sp_addr_width=_abits(cfg.sp_rows), acc_addr_width=_abits(cfg.acc_rows),
                                           host_addr_width=cfg.host_addr_width)
@@ -109,7 +111,10 @@ class Accelerator(wiring.Component):
             acc.ex_valid.eq(exe.acc_valid), acc.ex_addr.eq(exe.acc_addr), acc.ex_data.eq(exe.acc_data),
             acc.ex_mask.eq(exe.acc_mask), acc.ex_accumulate.eq(exe.acc_accumulate),
         ]
-        for p in range(3):
+        if S == 2:
+            m.d.comb += [acc.ex1_valid.eq(exe.acc1_valid), acc.ex1_addr.eq(exe.acc1_addr),
+                         acc.ex1_data.eq(exe.acc1_data)]
+        for p in range(2 + S):
             m.d.comb += [sp.r_en[p].eq(exe.sp_r_en[p]), sp.r_addr[p].eq(exe.sp_r_addr[p]),
                          exe.sp_r_data[p].eq(sp.r_data[p])]
 

@@ -36,6 +36,7 @@ if cocotb is not None and os.environ.get("CDMQTA_BENCH_OUT"):
         R, C = int(os.environ["CDMQTA_ROWS"]), int(os.environ["CDMQTA_COLS"])
         M, N, K = (int(os.environ[f"CDMQTA_{x}"]) for x in "MNK")
         acc = int(os.environ["CDMQTA_ACC"])
+        LANES = int(os.environ.get("CDMQTA_LANES", "2"))
         rng = random.Random(5)
         a = [[rng.randint(-128, 127) for _ in range(K)] for _ in range(M)]
         b = [[rng.randint(-128, 127) for _ in range(N)] for _ in range(K)]
@@ -52,7 +53,7 @@ if cocotb is not None and os.environ.get("CDMQTA_BENCH_OUT"):
         report = {}
         for dataflow in ("ws", "os"):
             tiles, places = gemm_tiles(a, b, R, C, dataflow)
-            sched = schedule(tiles, R, C)
+            sched = schedule(tiles, R, C, LANES)
             t0 = time.perf_counter()
             mem_write(dut.beat_mem, [beat_word(bt, R, C) for bt in sched.beats])
             dut.n_beats.value = len(sched.beats)
@@ -65,12 +66,12 @@ if cocotb is not None and os.environ.get("CDMQTA_BENCH_OUT"):
             await RisingEdge(dut.clk)   # let the registers of the `done` edge settle (see verif/tb_array.py)
             cycles = int(dut.run_cycles.value)
 
-            def rows(mem, n):
-                return [[(w >> (acc * j)) & ((1 << acc) - 1) for j in range(C)] for w in mem_read(mem, n)]
+            def rows(mem, n, lanes):
+                return [[(w >> (acc * j)) & ((1 << acc) - 1) for j in range(lanes)] for w in mem_read(mem, n)]
 
             sx = lambda v: v - (1 << acc) if v >> (acc - 1) else v
-            ws = [[sx(v) for v in r] for r in rows(dut.ws_mem, int(dut.ws_count.value))]
-            dr = [[sx(v) for v in r] for r in rows(dut.drain_mem, int(dut.drain_count.value))]
+            ws = [[sx(v) for v in r] for r in rows(dut.ws_mem, int(dut.ws_count.value), C)]
+            dr = [[sx(v) for v in r] for r in rows(dut.drain_mem, int(dut.drain_count.value), LANES * C)]
             t3 = time.perf_counter()
             got = assemble(sched.results(ws, dr), places, M, N)
             assert got == golden, f"{dataflow}: RTL GEMM differs from torch"
@@ -117,7 +118,8 @@ def main(argv=None):
     cfg = QTAConfig(rows=args.rows, cols=args.cols)
     from cdmqta.hw.array_schedule import gemm_tiles, schedule
     zeros_a, zeros_b = [[0] * args.k for _ in range(args.m)], [[0] * args.n for _ in range(args.k)]
-    beats = max(len(schedule(gemm_tiles(zeros_a, zeros_b, args.rows, args.cols, df)[0], args.rows, args.cols).beats)
+    beats = max(len(schedule(gemm_tiles(zeros_a, zeros_b, args.rows, args.cols, df)[0], args.rows, args.cols,
+                             cfg.chain_lanes).beats)
                 for df in ("ws", "os"))
     depth = 1 << max(10, (beats - 1).bit_length())
     t0 = time.perf_counter()
@@ -126,7 +128,8 @@ def main(argv=None):
     t_build = time.perf_counter() - t0
     out = Path(args.json).resolve()
     env = {"CDMQTA_BENCH_OUT": out, "CDMQTA_ROWS": args.rows, "CDMQTA_COLS": args.cols, "CDMQTA_M": args.m,
-           "CDMQTA_N": args.n, "CDMQTA_K": args.k, "CDMQTA_ACC": cfg.acc_width, "CDMQTA_REPEAT": args.repeat}
+           "CDMQTA_N": args.n, "CDMQTA_K": args.k, "CDMQTA_ACC": cfg.acc_width, "CDMQTA_REPEAT": args.repeat,
+           "CDMQTA_LANES": cfg.chain_lanes}
     rtlsim.run(built, "bench_array_sim", env=env, python_path=[HERE])
     report = json.loads(out.read_text())
     report = {"array": f"{args.rows}x{args.cols}", "gemm": [args.m, args.n, args.k], "precision": "int8",

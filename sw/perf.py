@@ -76,8 +76,10 @@ class ArrayTiming:
     os_guard        H2: after an OS tile the next window's first beat cannot shift.
     switch          extra beats when the dataflow changes between tiles (0: the dataflow bit travels with the beat).
     drain_on_ws     whether OS drain shifts may ride on WS compute beats. hw/array.py allows it, but
-                    hw/controller.py writes one result row per cycle, so a WS tile after an OS tile waits for the
-                    1 + m_prev drain beats (False, the default).
+                    hw/controller.py does not write WS result rows and drained rows in the same cycle, so a WS
+                    tile after an OS tile waits for the 1 + ceil(m_prev / lanes) drain beats (False, the default).
+    lanes           rows the shift chain moves per shift beat (``QTAConfig.shift_lanes``, capped at rows): a
+                    preload of k lanes takes ceil(k / lanes) shift beats, a drain of m rows ceil(m / lanes).
     """
 
     latency_extra: int = 4
@@ -86,6 +88,7 @@ class ArrayTiming:
     os_guard: int = 1
     switch: int = 0
     drain_on_ws: bool = False
+    lanes: int = 2
 
     def latency(self, rows, cols):
         return rows + cols + self.latency_extra
@@ -125,18 +128,19 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
     if not tiles:
         return 0
     t = timing
+    S = max(1, min(t.lanes, rows))
     total = t.issue
     # the first WS tile's preload starts in the cycle its PRELOAD is accepted (the COMPUTE follows a cycle later at
     # the earliest); a first OS tile's first beat comes one cycle after its COMPUTE is accepted
-    total += max(tiles[0][2], 2) if tiles[0][0] == "ws" else 1
+    total += max(_ceil(tiles[0][2], S), 2) if tiles[0][0] == "ws" else 1
     n = len(tiles)
     end_os = False      # the previous window ended on an OS compute beat (then hazard H2 delays the next shift)
     for i, (df, m, kl) in enumerate(tiles):
         beats = m if df == "ws" else kl
         prev = tiles[i - 1] if i else None
         nxt = tiles[i + 1] if i + 1 < n else None
-        drain = prev[1] if prev is not None and prev[0] == "os" else 0
-        preload = nxt[2] if nxt is not None and nxt[0] == "ws" else 0
+        drain = _ceil(prev[1], S) if prev is not None and prev[0] == "os" else 0
+        preload = _ceil(nxt[2], S) if nxt is not None and nxt[0] == "ws" else 0
         h2 = t.os_guard if drain and end_os else 0
         if drain and df == "ws" and not t.drain_on_ws:
             # drain first (the WS beats wait for it); the next tile's preload shifts share the drain's shift beats
@@ -150,7 +154,7 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
             cost += t.switch
         total += cost
     if tiles[-1][0] == "os":
-        total += tiles[-1][1] + (t.os_guard if end_os else 0)
+        total += _ceil(tiles[-1][1], S) + (t.os_guard if end_os else 0)
     return total + t.latency(rows, cols)
 
 
@@ -393,7 +397,7 @@ def program_cycles(program, config, state=()):
     program = list(program)
     key = None
     if PROGRAM_CACHE_SIZE and not state and all(isinstance(w, int) for w in program):
-        key = (tuple(program), config.rows, config.cols, config.sp_rows, config.acc_rows)
+        key = (tuple(program), config.rows, config.cols, config.sp_rows, config.acc_rows, config.chain_lanes)
         if key in _CACHE:
             return _CACHE[key]
     res = _simulate(_cmd_list(program), config, _cmd_list(state))
@@ -456,10 +460,10 @@ def _simulate(cmds, config, state):
         info.append((op, kind, to_acc, steps, f))
         if op == Op.CONFIG:
             prec = Precision(f.get("precision", 0))
-    return _run(info, deps, lat)
+    return _run(info, deps, lat, config.chain_lanes)
 
 
-def _run(info, deps, lat):
+def _run(info, deps, lat, S=1):
     """The cycle loop of :func:`program_cycles` (see there); returns the busy cycles."""
     from ..hw.isa import Op
 
@@ -510,7 +514,9 @@ def _run(info, deps, lat):
             hop, _, _, hsteps, hf = info[xq.out]
         h2 = prev_os and prev_sel != sel
         # a PRELOAD shifts its first row in the cycle it is accepted (bypass)
-        bypass = xvalid and hop == Op.PRELOAD and not p_act and not h2 and dr_rem <= hsteps
+        if xvalid:
+            hbeats = -(-hsteps // S)    # shift beats of the head's preload
+        bypass = xvalid and hop == Op.PRELOAD and not p_act and not h2 and dr_rem <= hbeats
         do_comp = c_act and (c_os or dr_rem == 0)
         do_shift = ((dr_rem != 0 or p_act) and not h2) or bypass
         pre_beat = (do_shift and p_act and dr_rem <= p_rem) or bypass
@@ -590,7 +596,7 @@ def _run(info, deps, lat):
                 when("cd", c_idx, c + lat + RESULT + 2)
         if p_last:
             when("xr", p_idx, c + 2)
-        if bypass and hsteps == 1:
+        if bypass and hbeats == 1:
             when("xr", xq.out, c + 2)
         if d_last:
             when("cd", dr_idx, c + lat + RESULT + 2)
@@ -606,14 +612,14 @@ def _run(info, deps, lat):
         if res_beat:
             dr_rem -= 1
         if acc_pre:
-            p_act, p_rem, win_pre, p_idx = True, hsteps, True, xq.out
+            p_act, p_rem, win_pre, p_idx = True, hbeats, True, xq.out
             if bypass:
-                p_act, p_rem = hsteps != 1, hsteps - 1
+                p_act, p_rem = hbeats != 1, hbeats - 1
         if acc_comp or eager:
             if eager or not (join or cont):
                 sel = not sel
                 win_pre = False
-                dr_rem, dr_idx = (w_m, w_idx) if w_os else (0, 0)
+                dr_rem, dr_idx = (-(-w_m // S), w_idx) if w_os else (0, 0)
             if acc_comp:
                 c_act, c_t, c_os, c_idx = True, 0, h_os, xq.out
                 c_beats = hsteps if h_os else hf["m"]

@@ -485,14 +485,16 @@ async def tile_timing(dut):
     def os_(m, k):
         return [encode(Op.COMPUTE, dataflow=Dataflow.OS, a_addr=0, b_addr=R, c_addr=2 * R, m=m, n=C, k=k)]
 
+    S = CFG.chain_lanes
+    P = -(-R // S)      # shift beats that preload / drain R rows
     kinds = {
         "ws m=2R k=R": (lambda: ws(2 * R, R), 2 * R),
-        # shorter than the next preload: its k shifts (from the window's first beat)
-        "ws m=R/2 k=R": (lambda: ws(max(1, R // 2), R), R),
+        # shorter than the next preload: its ceil(k/S) shifts (from the window's first beat)
+        "ws m=R/4 k=R": (lambda: ws(max(1, R // 4), R), max(R // 4, P)),
         "os m=R k=2R": (lambda: os_(R, 2 * R), 2 * R),
-        # shorter than its drain: m shifts of the previous tile, from the window's first beat
-        "os m=R k=R/2": (lambda: os_(R, max(1, R // 2)), R),
-        "os->ws pair": (lambda: os_(R, 2 * R) + ws(2 * R, R), 2 * R + 1 + R + 2 * R),
+        # shorter than its drain: ceil(m/S) shifts of the previous tile, from the window's first beat
+        "os m=R k<R/S": (lambda: os_(R, max(1, P - 1)), P),
+        "os->ws pair": (lambda: os_(R, 2 * R) + ws(2 * R, R), 2 * R + 1 + P + 2 * R),
     }
     out = {}
     for name, (tile, expect) in kinds.items():

@@ -22,6 +22,7 @@ C = int(os.environ.get("CDMQTA_COLS", "4"))
 ACC = int(os.environ.get("CDMQTA_ACC", "32"))
 DEPTH = int(os.environ.get("CDMQTA_DEPTH", "4096"))
 SEED = int(os.environ.get("CDMQTA_SEED", "1"))
+LANES = int(os.environ.get("CDMQTA_LANES", "2"))      # the shift chain's lanes (QTAConfig.chain_lanes)
 
 
 def _sx(v, bits):
@@ -62,15 +63,15 @@ class TB:
         n_ws, n_dr = int(dut.ws_count.value), int(dut.drain_count.value)
         assert (n_ws, n_dr) == (sched.n_ws, sched.n_drain), ((n_ws, n_dr), (sched.n_ws, sched.n_drain))
 
-        def decode(words):
-            return [((w >> (ACC * C)) & 0xFFFFFFFF, [_sx(w >> (ACC * j), ACC) for j in range(C)]) for w in words]
+        def decode(words, lanes):
+            return [((w >> (ACC * lanes)) & 0xFFFFFFFF, [_sx(w >> (ACC * j), ACC) for j in range(lanes)]) for w in words]
 
-        ws = decode(mem_read(dut.ws_mem, n_ws))
-        dr = decode(mem_read(dut.drain_mem, n_dr))
+        ws = decode(mem_read(dut.ws_mem, n_ws), C)
+        dr = decode(mem_read(dut.drain_mem, n_dr), LANES * C)
         return ws, dr, int(dut.run_cycles.value)
 
     async def run_tiles(self, tiles):
-        sched = schedule(tiles, R, C)
+        sched = schedule(tiles, R, C, LANES)
         ws, dr, run_cycles = await self.play(sched)
         for o in sched.outputs:
             stamp = (ws if o.port == "ws" else dr)[o.index][0]

@@ -19,6 +19,7 @@ def _run(rows, cols, simulator, testcase=None):
     built = rtlsim.build(lambda: ArrayHarness(cfg, depth=DEPTH), "array_harness", simulator=simulator,
                          public=[("array_harness", "*")], design_key=f"ArrayHarness({cfg!r}, depth={DEPTH})")
     env = {"CDMQTA_ROWS": rows, "CDMQTA_COLS": cols, "CDMQTA_ACC": cfg.acc_width, "CDMQTA_DEPTH": DEPTH,
+           "CDMQTA_LANES": cfg.chain_lanes,
            "CDMQTA_SEED": rows * 131 + cols}
     rtlsim.run(built, "tb_array", env=env, python_path=[HERE], testcase=testcase)
 

@@ -181,15 +181,16 @@ def _rand_tile(rng, df, prec, R, C):
     return Tile(df, prec, [[pick() for _ in range(k)] for _ in range(m)], [[pick() for _ in range(n)] for _ in range(k)])
 
 
-@pytest.mark.parametrize("rows,cols", [(3, 2), (2, 4), (1, 1)])
-def test_array_against_schedule(rows, cols):
-    """The Amaranth array emits every predicted row at the predicted cycle, equal to the tile products."""
-    rng = random.Random(rows * 10 + cols)
+@pytest.mark.parametrize("rows,cols,lanes", [(3, 2, 2), (3, 2, 1), (2, 4, 2), (5, 3, 2), (4, 3, 1), (1, 1, 2)])
+def test_array_against_schedule(rows, cols, lanes):
+    """The Amaranth array emits every predicted row at the predicted cycle, equal to the tile products (a shift
+    chain of 1 or 2 lanes; odd row counts leave the two lanes' chains of different lengths)."""
+    rng = random.Random(rows * 10 + cols + 100 * lanes)
     tiles = [_rand_tile(rng, rng.choice(["ws", "os"]), rng.choice(["int8", "int4"]), rows, cols) for _ in range(14)]
-    sched = schedule(tiles, rows, cols)
-    dut = Array(QTAConfig(rows=rows, cols=cols))
+    sched = schedule(tiles, rows, cols, lanes)
+    dut = Array(QTAConfig(rows=rows, cols=cols, shift_lanes=lanes))
     got, busy = _play(dut, sched, sched.cycles + 2)
-    ws_model, drain_model = simulate(sched.beats, rows, cols)
+    ws_model, drain_model = simulate(sched.beats, rows, cols, lanes=lanes)
     assert [r for _, r in got["ws"]] == ws_model
     assert [r for _, r in got["drain"]][: len(drain_model)] == drain_model
     for o in sched.outputs:
@@ -215,9 +216,17 @@ def test_schedule_cycles_and_hazard_check():
     from cdmqta.hw.array_schedule import Beat, check, gemm_tiles, ideal_cycles
 
     a = [[1] * 64 for _ in range(64)]
-    for df, expect in (("ws", 4096 + 8 + 17), ("os", 4096 + 1 + 8 + 17)):
+    for df, lanes, expect in (("ws", 1, 4096 + 8 + 17), ("os", 1, 4096 + 1 + 8 + 17),
+                              ("ws", 2, 4096 + 4 + 17), ("os", 2, 4096 + 1 + 4 + 17)):
         tiles, _ = gemm_tiles(a, a, 8, 8, df)
-        assert schedule(tiles, 8, 8).cycles == expect
+        assert schedule(tiles, 8, 8, lanes).cycles == expect
+    # a tall short tile: K = 5 of 8 rows streamed 5 beats per tile; 2 lanes hide the 8-row drain (4 shifts)
+    a5 = [[1] * 5 for _ in range(8)]
+    b5 = [[1] * 8 for _ in range(5)]
+    tiles = [Tile("os", "int8", a5, b5) for _ in range(10)]
+    # 1 lane: tile 0 (5 beats), window 1: H2 bubble + 8 drain shifts, windows 2..9 and the tail: 8 shifts each
+    assert schedule(tiles, 8, 8, 1).cycles == 5 + 9 + 8 * 8 + 8 + 17
+    assert schedule(tiles, 8, 8, 2).cycles == 5 * 10 + 1 + 4 + 17
     assert ideal_cycles(64, 64, 64, 8, 8) == 4096
     # WS after OS: the drain rides on the WS tile's beats except its first one (H2)
     t_os = Tile("os", "int8", [[1, 2], [3, 4]], [[1, 0], [0, 1]])

@@ -43,11 +43,13 @@ def test_scratchpad_banks_and_two_read_ports(banks):
     sim.run()
 
 
-@pytest.mark.parametrize("banks", [1, 2])
-def test_accumulate_on_write_back_to_back(banks):
-    rows, cols, aw = 16, 3, 32
-    dut = AccumulatorMemory(rows=rows, cols=cols, acc_width=aw, banks=banks)
-    rng = random.Random(7 + banks)
+@pytest.mark.parametrize("banks,ports,rows", [(1, 1, 16), (2, 1, 16), (1, 2, 17), (2, 2, 16), (4, 2, 16)])
+def test_accumulate_on_write_back_to_back(banks, ports, rows):
+    """Random execute / load writes against a Python model; with two execute ports the second writes row r - 1
+    in the same cycle (a drain lane pair), also into an odd-depth memory whose banks are raised to 2."""
+    cols, aw = 3, 32
+    dut = AccumulatorMemory(rows=rows, cols=cols, acc_width=aw, banks=banks, ex_ports=ports)
+    rng = random.Random(7 + banks + 10 * ports)
     model = [[0] * cols for _ in range(rows)]
 
     def wrap(v):
@@ -60,6 +62,8 @@ def test_accumulate_on_write_back_to_back(banks):
         for step in range(400):
             kind = rng.choice(["ex", "ex", "ld", "both", "idle"])
             addr = rng.randrange(4) if step % 2 else rng.randrange(rows)
+            pair = ports == 2 and addr >= 1 and rng.random() < 0.6 and kind in ("ex", "both")
+            vals1 = [rng.randint(-(1 << 20), 1 << 20) for _ in range(cols)]
             vals = [rng.randint(-(1 << 20), 1 << 20) for _ in range(cols)]
             mask = rng.getrandbits(cols)
             accumulate = rng.randint(0, 1)
@@ -68,6 +72,11 @@ def test_accumulate_on_write_back_to_back(banks):
             ctx.set(dut.ex_valid, kind in ("ex", "both"))
             ctx.set(dut.ld_valid, kind in ("ld", "both"))
             ctx.set(dut.ex_addr, addr)
+            if ports == 2:
+                ctx.set(dut.ex1_valid, pair)
+                ctx.set(dut.ex1_addr, addr - 1)
+                for c in range(cols):
+                    ctx.set(dut.ex1_data[c], vals1[c])
             ctx.set(dut.ex_mask, mask)
             ctx.set(dut.ex_accumulate, accumulate)
             ctx.set(dut.ld_addr, ld_addr)
@@ -76,15 +85,18 @@ def test_accumulate_on_write_back_to_back(banks):
                 ctx.set(dut.ld_data[c], ld_vals[c])
             if kind in ("ex", "both"):
                 assert not ctx.get(dut.ld_ready)
-                for c in range(cols):
-                    if mask >> c & 1:
-                        model[addr][c] = wrap(model[addr][c] + vals[c]) if accumulate else vals[c]
+                for r, v in ([(addr, vals)] + ([(addr - 1, vals1)] if pair else [])):
+                    for c in range(cols):
+                        if mask >> c & 1:
+                            model[r][c] = wrap(model[r][c] + v[c]) if accumulate else v[c]
             elif kind == "ld":
                 assert ctx.get(dut.ld_ready)
                 model[ld_addr] = list(ld_vals)
             await ctx.tick()
         ctx.set(dut.ex_valid, 0)
         ctx.set(dut.ld_valid, 0)
+        if ports == 2:
+            ctx.set(dut.ex1_valid, 0)
         await ctx.tick()
         await ctx.tick()
         assert not ctx.get(dut.busy)

@@ -12,6 +12,7 @@ from cdmqta.sw import perf as P
 from cdmqta.sw.workloads import Gemm
 
 T0 = P.ArrayTiming()
+T1 = P.ArrayTiming(lanes=1)     # a one-lane shift chain (QTAConfig(shift_lanes=1))
 
 
 def test_single_tile_1x1_array():
@@ -33,31 +34,41 @@ def test_1x1_array_gemm_is_ideal_plus_one_fill_and_drain():
     assert c.compute_cycles == m * n * k + 2 + 6
 
 
-def test_single_tile_64x64():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_single_tile_64x64(lanes):
     R = C = 64
     lat = R + C + 4
-    # WS: k=64 preload shifts, m=100 beats, latency
-    assert P.dataflow_cost(100, 64, 64, "ws", R, C).compute_cycles == 64 + 100 + lat
-    # OS: issue (first beat a cycle after the COMPUTE is accepted), K=100 beats, guard + 64 drain shifts, latency
-    assert P.dataflow_cost(64, 64, 100, "os", R, C).compute_cycles == 1 + 100 + 1 + 64 + lat
+    t = P.ArrayTiming(lanes=lanes)
+    # WS: 64 / lanes preload shifts, m=100 beats, latency
+    assert P.dataflow_cost(100, 64, 64, "ws", R, C, t).compute_cycles == 64 // lanes + 100 + lat
+    # OS: issue (first beat a cycle after the COMPUTE is accepted), K=100 beats, guard + 64 / lanes drain shifts
+    assert P.dataflow_cost(64, 64, 100, "os", R, C, t).compute_cycles == 1 + 100 + 1 + 64 // lanes + lat
+    # a tall tile with a short stream (attention head dim 40 on 64 rows): 2 lanes hide its 64-row drain
+    os40 = P.dataflow_cost(64 * 8, 64, 40, "os", R, C, t).compute_cycles
+    # (1 lane: the first drain window pays the H2 bubble and ends on a shift-only beat, the later ones do not)
+    assert os40 == (1 + 40 + 65 + 6 * 64 + 64 + lat if lanes == 1 else 1 + 8 * 40 + 1 + 32 + lat)
 
 
 def test_overlap_hides_preload_and_drain():
     R = C = 8
     lat = R + C + 4
     # 3 WS tiles of 20 rows, k=8: preload of tiles 2 and 3 ride on the beats of tiles 1 and 2
-    assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C) == 8 + 60 + lat
+    assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C, T1) == 8 + 60 + lat
+    assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C, T0) == 4 + 60 + lat
     # short WS tiles (m=3 < k=8): each window is preload bound (the PRELOAD shifts from the cycle it is accepted)
-    assert P.sequence_cycles([("ws", 3, 8)] * 3, R, C) == 8 + 8 + 8 + 3 + lat
+    assert P.sequence_cycles([("ws", 3, 8)] * 3, R, C, T1) == 8 + 8 + 8 + 3 + lat
+    assert P.sequence_cycles([("ws", 3, 8)] * 3, R, C, T0) == 4 + 4 + 4 + 3 + lat
     # OS then WS: the WS tile's weights preload on the OS beats; the controller (one result row per cycle) drains
     # the OS tile first: 1 (H2) + 8 shift-only beats, then the 20 WS beats (+1: the first OS beat comes a cycle
     # after its COMPUTE is accepted)
-    assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C) == 1 + 30 + 1 + 8 + 20 + lat
+    assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C, T1) == 1 + 30 + 1 + 8 + 20 + lat
+    assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C, T0) == 1 + 30 + 1 + 4 + 20 + lat
     # an array driver that lets the drain ride on the WS beats (hw/array.py allows it): hidden
     t = P.ArrayTiming(drain_on_ws=True)
     assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C, t) == 1 + 30 + 20 + lat
     # OS then OS: the drain rides on the next tile's beats
-    assert P.sequence_cycles([("os", 8, 30), ("os", 8, 30)], R, C) == 1 + 30 + 30 + 1 + 8 + lat
+    assert P.sequence_cycles([("os", 8, 30), ("os", 8, 30)], R, C, T1) == 1 + 30 + 30 + 1 + 8 + lat
+    assert P.sequence_cycles([("os", 8, 30), ("os", 8, 30)], R, C, T0) == 1 + 30 + 30 + 1 + 4 + lat
     # a dataflow switch costs what ArrayTiming says
     t = P.ArrayTiming(switch=5, drain_on_ws=True)
     assert P.sequence_cycles([("os", 8, 30), ("ws", 20, 8)], R, C, t) == 1 + 30 + 20 + 5 + lat
@@ -79,21 +90,23 @@ def _exec_span(tiles, cfg):
     return P.program_cycles(prog, cfg) - P.program_cycles(base, cfg)
 
 
-@pytest.mark.parametrize("rows,cols", [(8, 8), (8, 4), (4, 8), (16, 16)])
-def test_sequence_model_equals_program_model(rows, cols):
+@pytest.mark.parametrize("rows,cols,lanes", [(8, 8, 2), (8, 4, 2), (4, 8, 2), (16, 16, 2), (7, 5, 2), (8, 8, 1),
+                                             (5, 4, 1)])
+def test_sequence_model_equals_program_model(rows, cols, lanes):
     """The analytic tile-sequence model (cdmqta bench) is exactly the validated program model's execute span, up to
     the 3 cycles of FENCE -> dispatch -> queue head, for any tile sequence (short tiles, dataflow switches)."""
     from cdmqta.hw.config import QTAConfig
-    cfg = QTAConfig(rows=rows, cols=cols, sp_rows=1024, acc_rows=512)
-    rng = random.Random(rows * 100 + cols)
+    cfg = QTAConfig(rows=rows, cols=cols, sp_rows=1024, acc_rows=512, shift_lanes=lanes)
+    t = P.ArrayTiming(lanes=lanes)
+    rng = random.Random(rows * 100 + cols + lanes)
     for _ in range(80):
         tiles = [rng.choice([("ws", rng.randint(1, 40), rng.randint(1, rows)),
                              ("os", rng.randint(1, rows), rng.randint(1, 40))]) for _ in range(rng.randint(1, 5))]
-        assert _exec_span(tiles, cfg) == P.sequence_cycles(tiles, rows, cols) + 3, tiles
+        assert _exec_span(tiles, cfg) == P.sequence_cycles(tiles, rows, cols, t) + 3, tiles
     for tiles in ([("ws", 3, 8)] * 3, [("os", 5, 7), ("os", 6, 9), ("os", 4, 6)], [("os", 8, 20), ("ws", 20, 8)],
                   [("ws", 1, 1), ("ws", 7, 1)], [("os", 7, 11), ("ws", 4, 3), ("os", 1, 11)]):
-        assert _exec_span(tiles, QTAConfig(rows=8, cols=8, sp_rows=1024, acc_rows=512)) == \
-            P.sequence_cycles(tiles, 8, 8) + 3, tiles
+        assert _exec_span(tiles, QTAConfig(rows=8, cols=8, sp_rows=1024, acc_rows=512, shift_lanes=lanes)) == \
+            P.sequence_cycles(tiles, 8, 8, t) + 3, tiles
 
 
 def test_program_model_skips_only_quiet_cycles():
