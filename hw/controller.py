@@ -38,38 +38,43 @@ store units (:mod:`cdmqta.hw.dma`).
 -------------------------------------------------------------------------------------------------
 Beats are organised in windows; a window has one ``sel`` (it flips from window to window) and holds: the compute
 beats of one tile (one per cycle), the drain shifts of the previous window's OS tile, and the shifts of PRELOADs
-that arrive during it (their weights go to the shadow registers, used by the next window's WS tile). Drain and
-preload share shifts: a preload starts when the remaining drain shifts are no more than its k_lanes, so a window
-needs max(m_prev, k_lanes_next) shifts, and they ride on the compute beats (except the first beat after an OS
-tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
+that arrive during it (their weights go to the shadow registers, used by the next window's WS tile). The shift
+chain has S = ``config.chain_lanes`` lanes: a shift beat preloads S weight rows (scratchpad read ports 2 .. 1+S)
+and drains S result rows (accumulator write ports 0 and 1; rows r and r - 1 of a tile, so always two banks).
+Below, "shifts" of m rows are ceil(m / S) beats. Drain and
+preload share shifts: a preload starts when the remaining drain shifts are no more than its own, so a window
+needs max(shifts(m_prev), shifts(k_lanes_next)) shifts, and they ride on the compute beats (except the first beat
+after an OS tile, H2). Timing rules (cycles at one beat per cycle, when operands are ready):
 
 * A tile (window i) costs max(beats_i, q_i + d_i) cycles, beats = m (WS) or K steps (OS: k, ceil(k/2) in
-  INT4), q_i = max(m_{i-1} if tile i-1 was OS (its drain), k_lanes of the PRELOAD that follows COMPUTE i);
+  INT4), q_i = max(shifts(m_{i-1}) if tile i-1 was OS (its drain), shifts(k_lanes) of the PRELOAD that follows
+  COMPUTE i);
   d_i = 1 if tile i-1 was OS and its window ended on a compute beat (H2: no shift right after it), else 0
   (a PRELOAD shifts its first row in the cycle the unit accepts it, the cycle after the COMPUTE's). The next tile's first beat follows directly (no bubbles), so a
   run of tiles whose beats exceed their shifts costs exactly the sum of their beats (verif/test_accel_rtl.py
   measures this).
 * Dataflow switches: WS -> OS and OS -> OS overlap fully (the OS tile's drain rides on the next OS tile's
-  beats); WS -> WS too. OS -> WS costs the OS tile's drain, 1 + m_prev shift-only beats, because a drained row
-  and a WS result row would need the accumulator's single write port in the same cycle.
-* A PRELOAD with no compute to ride on costs k_lanes shift-only beats (the first tile of a run, or a tile
-  shorter than the next tile's k_lanes).
+  beats); WS -> WS too. OS -> WS costs the OS tile's drain, 1 + shifts(m_prev) shift-only beats, because drained
+  rows and a WS result row would need the accumulator's write ports in the same cycle.
+* A PRELOAD with no compute to ride on costs shifts(k_lanes) shift-only beats (the first tile of a run, or a tile
+  shorter than the next tile's preload).
 * WS COMPUTEs after the same PRELOAD continue in the same window (same weights, any m, any c_addr).
-* When the execute queue has nothing startable, an OS tile still in the array is drained at once (1 + m
+* When the execute queue has nothing startable, an OS tile still in the array is drained at once (1 + shifts(m)
   cycles) so that STOREs and FENCEs depending on it can proceed.
 * Results: a beat issued at cycle t reaches the array at t+1 and its row is written into the accumulator
   memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
   write request. A run of tiles with its operands already loaded therefore costs, in ``busy_cycles``:
-  (k_lanes of the first tile, if WS) + sum of tile costs (+ 1 + m of the last tile, if OS: its drain)
-  + LATENCY + 8 (WS) or 9 (OS) (fetch, dispatch, write-back, done); e.g. 4 WS tiles m=16, k=8 on 8x8:
-  8 + 64 + 17 + 8 = 97, 4 OS tiles m=8, k=16: 64 + 9 + 17 + 9 = 99 (measured by verif/test_accel_rtl.py).
+  (shifts(k_lanes) of the first tile, if WS) + sum of tile costs (+ 1 + shifts(m) of the last tile, if OS: its
+  drain) + LATENCY + 8 (WS) or 9 (OS) (fetch, dispatch, write-back, done); e.g. with S = 2, 4 WS tiles m=16,
+  k=8 on 8x8: 4 + 64 + 17 + 8 = 93, 4 OS tiles m=8, k=16: 64 + 5 + 17 + 9 = 95 (S = 1: 97 and 99; verif/
+  test_accel_rtl.py measures the per-tile rules).
 * Around it (see :mod:`cdmqta.hw.dma`): a LOAD of r rows occupies the load unit r + 3 cycles (r + 5 into the
   accumulator); a STORE of r rows occupies the store unit r + 1 cycles and its last host write lands r + 6
   cycles after it starts. The dispatcher takes one command per cycle; a command reaches its unit ~3 cycles after
   it is fetched. The host port moves one row per cycle in each direction, so a GEMM whose operand rows outnumber
   its compute beats (e.g. WS with n <= C streaming a new A chunk per tile) is bound by loads, not by the array.
-Scratchpad reads (3 read ports): port 0 = A row of a compute beat, port 1 = B row of an OS compute beat,
-port 2 = the weight row of a preload shift.
+Scratchpad reads (2 + S read ports): port 0 = A row of a compute beat, port 1 = B row of an OS compute beat,
+port 2 + s = the weight row of preload lane s.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed

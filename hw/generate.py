@@ -19,7 +19,7 @@ TOPS = {
 }
 
 _OPTION_OF_FIELD = {"rows": "--rows", "cols": "--cols", "int4": "--int4", "dataflows": "--dataflows",
-                    "max_k": "--max-k", "acc_width": "--acc-width"}
+                    "max_k": "--max-k", "acc_width": "--acc-width", "shift_lanes": "--shift-lanes"}
 
 
 def add_arguments(parser):
@@ -39,6 +39,12 @@ def add_arguments(parser):
                              "accumulator width (default 65536 -> 32 bits)")
     parser.add_argument("--acc-width", type=int, default=0, metavar="BITS",
                         help="accumulator width in bits (0 = derive from --max-k, at least 32; max 40)")
+    parser.add_argument("--shift-lanes", type=int, default=2, metavar="S",
+                        help="rows the stationary registers' shift chain moves per cycle, 1 or 2: with 2, WS "
+                             "weights preload and OS results drain twice as fast, so tiles whose stream is "
+                             "shorter than the array is tall (e.g. attention head dim 40 on 64 rows) still "
+                             "overlap fully; costs a register per PE, a scratchpad read port and an accumulator "
+                             "write port (default 2)")
     parser.add_argument("--top", choices=sorted(TOPS), default="accel",
                         help="design to write: accel = the whole accelerator (cdmqta.hw.top.Accelerator), "
                              "array = the bare systolic array (cdmqta.hw.array.Array), harness = the array with "
@@ -53,7 +59,7 @@ def _config(args):
     dataflows = tuple(d.strip().lower() for d in str(args.dataflows).split(",") if d.strip())
     try:
         return QTAConfig(rows=args.rows, cols=args.cols, int4=args.int4, dataflows=dataflows,
-                         max_k=args.max_k, acc_width=args.acc_width)
+                         max_k=args.max_k, acc_width=args.acc_width, shift_lanes=args.shift_lanes)
     except ConfigError as exc:
         field = str(exc).split("=", 1)[0].strip()
         option = _OPTION_OF_FIELD.get(field)

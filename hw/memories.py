@@ -2,8 +2,8 @@
 
 Both are built from ``amaranth.lib.memory`` and split into banks (bank = low address bits, so consecutive rows
 fall in different banks and each bank is a BRAM-sized block). Every scratchpad bank has one write port and
-``read_ports`` read ports (3 in the accelerator: streamed A, streamed B in OS, WS preload; yosys replicates a
-bank per extra read port), every accumulator bank one write port, two read ports and its own read-modify-write pipeline.
+``read_ports`` read ports (2 + shift lanes in the accelerator: streamed A, streamed B in OS, one per WS preload
+lane; yosys replicates a bank per extra read port), every accumulator bank one write port, two read ports and its own read-modify-write pipeline.
 
 Scratchpad (``sp_rows`` rows of ``lanes`` 8-bit lanes):
     write: ``w_en``, ``w_addr``, ``w_data`` -- written at the end of the cycle.

@@ -23,13 +23,15 @@ The per-tile timing of our controller lives in :class:`ArrayTiming`. The tile-se
 
     cycles = issue + first + sum_i max(beats_i + gap, shifts_i + h_i, 1 + [a PRELOAD follows]) + tail + latency
 
-with ``first`` = max(k_lanes, 2) if the first tile is WS (its preload shifts from the cycle the PRELOAD is accepted,
-the COMPUTE is accepted a cycle later at the earliest) or 1 if OS (the first beat comes a cycle after the COMPUTE
-is accepted), ``beats`` = m (WS) or ceil(k / pack) (OS), ``shifts_i = max(m_{i-1} if OS, k_lanes_{i+1} if WS)``
+with S = the shift chain's lanes (``ArrayTiming.lanes``, ``QTAConfig.shift_lanes``; a shift beat moves S rows),
+``first`` = max(ceil(k_lanes / S), 2) if the first tile is WS (its preload shifts from the cycle the PRELOAD is
+accepted, the COMPUTE is accepted a cycle later at the earliest) or 1 if OS (the first beat comes a cycle after the
+COMPUTE is accepted), ``beats`` = m (WS) or ceil(k / pack) (OS),
+``shifts_i = max(ceil(m_{i-1} / S) if OS, ceil(k_lanes_{i+1} / S) if WS)``
 (the drain of the previous OS tile and the preload of the next WS tile share the same shift beats), ``h_i`` = 1
 after an OS window that ended on a compute beat (hazard H2: no shift right after it); a WS tile after an OS tile
-waits for the drain beats (hw/controller.py writes one result row per cycle) while the next preload shares them;
-``tail`` = the drain of a last OS tile (+1 if H2) and ``latency = R + C + 4`` (the array's R + C + 1 plus issue,
+waits for the drain beats (hw/controller.py never writes WS and drained rows in one cycle) while the next preload
+shares them; ``tail`` = the drain beats of a last OS tile (+1 if H2) and ``latency = R + C + 4`` (the array's R + C + 1 plus issue,
 accumulator write and completion).
 
 Relation of the two (verif/test_perf.py, ``scripts/validate_cycle_model.py --analytic``): :func:`sequence_cycles`

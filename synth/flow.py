@@ -433,6 +433,8 @@ def add_arguments(parser):
     parser.add_argument("--cols", type=int, default=None, help="PE array columns (default: from --config, else 8)")
     parser.add_argument("--int4", action=argparse_bool(), default=None,
                         help="build the INT4 mode (--no-int4: INT8 only; default: from --config, else on)")
+    parser.add_argument("--shift-lanes", type=int, default=None, metavar="S",
+                        help="rows the shift chain moves per cycle, 1 or 2 (default: from --config, else 2)")
     parser.add_argument("--top", default="array",
                         help="what to synthesize: 'array' (the PE array) or 'accel' (the whole accelerator)")
     parser.add_argument("--config", default=None, metavar="JSON",
@@ -461,7 +463,7 @@ def _config_from_args(args):
     from cdmqta.hw.config import QTAConfig
 
     base = QTAConfig.from_json(args.config).to_dict() if args.config else {}
-    for key in ("rows", "cols", "int4"):
+    for key in ("rows", "cols", "int4", "shift_lanes"):
         value = getattr(args, key)
         if value is not None:
             base[key] = value
