@@ -41,6 +41,9 @@ def add_arguments(p):
                    help="DRAM bandwidth in bytes/cycle for memory stalls, or 'port' for the host port of the generated "
                         "hardware (one INT8 row of max(rows, cols) bytes per cycle); default 0 = unlimited, as "
                         "SCALE-Sim's CALC mode")
+    p.add_argument("--shift-lanes", type=int, default=2, choices=(1, 2),
+                   help="rows the array's shift chain moves per cycle (QTAConfig.shift_lanes): 2 = the generated "
+                        "default, 1 = the classic one-row preload/drain chain (default 2)")
     p.add_argument("--no-fusion", action="store_true", help="report ours without LoRA-aware fusion")
     p.add_argument("--no-scalesim", action="store_true", help="skip the SCALE-Sim reference column")
     p.add_argument("--scalesim-budget", type=int, default=1_500_000,
@@ -162,7 +165,7 @@ def _scalesim_column(rows, R, C, budget, want):
 
 
 def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.0, fusion=True, scalesim=True,
-              scalesim_budget=1_500_000, config=None, timing=None, sp_rows=4096, acc_rows=1024):
+              scalesim_budget=1_500_000, config=None, timing=None, sp_rows=4096, acc_rows=1024, shift_lanes=2):
     """All results as a dict (the JSON of ``cdmqta bench --json``)."""
     from ..hw.config import QTAConfig
     from . import energy as E
@@ -170,8 +173,8 @@ def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.
     from . import perf as P
     from . import workloads as W
 
-    config = config or QTAConfig(rows=rows, cols=cols, sp_rows=sp_rows, acc_rows=acc_rows)
-    timing = timing or P.ArrayTiming()
+    config = config or QTAConfig(rows=rows, cols=cols, sp_rows=sp_rows, acc_rows=acc_rows, shift_lanes=shift_lanes)
+    timing = timing or P.ArrayTiming(lanes=config.shift_lanes)
     tiling = P.tiling_for(config)
     table = E.load_table()
     all_rows = W.load_workload(workload)
@@ -402,7 +405,7 @@ def main(args):
     _check_args(args)
     out = run_bench(args.workload, args.rank, args.rows, args.cols, args.bandwidth, fusion=not args.no_fusion,
                     scalesim=not args.no_scalesim, scalesim_budget=args.scalesim_budget, sp_rows=args.sp_rows,
-                    acc_rows=args.acc_rows)
+                    acc_rows=args.acc_rows, shift_lanes=args.shift_lanes)
     if args.json == "-":
         print(json.dumps(out, indent=1, default=str))
     else:
