@@ -1,11 +1,12 @@
 """Validate the program-level cycle model (cdmqta.sw.perf.program_cycles) against the RTL's busy_cycles counter.
 
 Runs a suite of random irregular GEMMs (1, primes, non-multiples of the array, beyond one tile, INT8 and INT4, the
-three tiler mappings ws / os / is, plain INT32 and requantizing STOREs) on the Verilated SimTop of two array shapes
-(8x8 with the default memories, 8x4 with small ones: the same builds as verif/test_e2e_rtl.py), records each
-GEMM's command program and its cycles, and compares them with the model evaluated on the same program.
+three tiler mappings ws / os / is, plain INT32 and requantizing STOREs) on the Verilated SimTop of four array
+shapes (8x8 with the default memories, 8x4 with small ones: the same builds as verif/test_e2e_rtl.py; 7x5 with odd
+rows and one accumulator bank; 5x3s1 with a one-lane shift chain), records each GEMM's command program and its
+cycles, and compares them with the model evaluated on the same program.
 
-    python scripts/validate_cycle_model.py [--shapes 8x8 8x4] [--n 24] [--json out.json] [--reuse rtl.json]
+    python scripts/validate_cycle_model.py [--shapes 8x8 8x4 7x5 5x3s1] [--n 24] [--json out.json] [--reuse rtl.json]
 
 ``--reuse`` re-evaluates the model on programs / cycles recorded by an earlier run (no simulation).
 Prints a per-GEMM table (shape, M N K, precision, mapping, epilogue, RTL cycles, model cycles, error %) and
@@ -29,9 +30,15 @@ NE4 = {"mult": 23111, "shift": 14, "bits": 4, "rounding": "nearest", "seed": 0}
 def configs():
     from cdmqta.hw.config import QTAConfig
     # the configurations of verif/test_e2e_rtl.py (same SimTop builds)
+    # plus an odd-row array (two-lane chains of unequal length, one accumulator bank raised to two, odd depth) and
+    # a one-lane shift chain (QTAConfig.shift_lanes=1)
     return {"8x8": QTAConfig(rows=8, cols=8),
             "8x4": QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2,
-                             host_addr_width=16)}
+                             host_addr_width=16),
+            "7x5": QTAConfig(rows=7, cols=5, sp_rows=512, sp_banks=2, acc_rows=255, acc_banks=1,
+                             host_addr_width=16),
+            "5x3s1": QTAConfig(rows=5, cols=3, sp_rows=256, sp_banks=2, acc_rows=128, acc_banks=2,
+                               host_addr_width=16, shift_lanes=1)}
 
 
 def gemm_suite(seed, n=24):
@@ -170,7 +177,7 @@ def analytic_table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=["8x8", "8x4"], help="array shapes to simulate (8x8, 8x4)")
+    ap.add_argument("--shapes", nargs="+", default=list(configs()), help="array shapes to simulate (default: all of %s)" % ", ".join(configs()))
     ap.add_argument("--n", type=int, default=24, help="GEMMs per shape (default 24)")
     ap.add_argument("--seed", type=int, default=11, help="seed of the random part of the suite")
     ap.add_argument("--json", default=str(ROOT / "results" / "cycle_model_validation.json"),
