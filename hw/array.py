@@ -105,13 +105,17 @@ Reset clears the pipeline's control (no beat in flight) and the stationary regis
 both dataflows' datapaths (they share the MAC; ``QTAConfig.dataflows`` only restricts what the controller
 accepts). WS partial sums for split K (k > rows) are added outside the array (accumulator memory).
 
-Timing: every PE-to-PE signal is registered. Each MAC is one fully registered DSP (ECP5 MULT18X18D: 14x14
-signed, input and output registers): its operands are selected one cycle ahead from the PE's look-ahead inputs
-(the neighbours' inputs, ``*_next``) and registered, so nothing but routing precedes the multiplier and this
-adds no latency; the product register is the +1 in LATENCY. Stage 2 is an AND-OR addend select (pre-decoded
-one-hot masks) and one adder with the INT4 rounding as carry-in. The input skew and output de-skew are register
-chains inside. The hazard rules above are unchanged by this pipelining (the look-ahead weight read bypasses a
-shift that writes the same register in the same cycle).
+Timing: every PE-to-PE signal is registered. Each MAC is one DSP (ECP5 MULT18X18D: 14x14 signed) with its input
+registers; the product register sits in the DSP (``dsp="ecp5"``) or, the synthesis flow's default on ECP5, in the
+fabric next to the adders (``dsp="ecp5-fp"``), which moves the long DSP-to-fabric route into the multiply stage.
+The operands are selected one cycle ahead from the PE's look-ahead inputs (the neighbours' inputs, ``*_next``;
+the B-operand select is decoded one more cycle ahead from ``ctrl_nn``) and registered, so an AND-OR and routing
+precede the multiplier and this adds no latency; the product register is the +1 in LATENCY. Stage 2 has two
+adders on the product: WS ``psum_in + product`` with nothing in front, OS ``(c0 & m0 | c1 & m1) + product`` with
+one LUT of pre-decoded one-hot masks; the INT4 rounding enters as a carry-in. Per-PE control registers carry
+``keep`` (every PE of an anti-diagonal holds the same values; merged, one register would drive PEs all over the
+chip). The input skew and output de-skew are register chains inside. The hazard rules above are unchanged by this
+pipelining (the look-ahead weight read bypasses a shift that writes the same register in the same cycle).
 """
 
 from amaranth.hdl import Module, Signal, signed
@@ -176,7 +180,8 @@ class Array(wiring.Component):
                 taps.append(reg)
             return taps if stages else value
 
-        pes = [[PE(W, cfg.int4, self._dsp) for _ in range(C)] for _ in range(R)]
+        # every PE but PE(0, 0) sees a beat's control two cycles ahead (``ctrl_nn``) and decodes its selects early
+        pes = [[PE(W, cfg.int4, self._dsp, early=(i, j) != (0, 0)) for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
@@ -192,7 +197,7 @@ class Array(wiring.Component):
             c_taps = delay(self.ctrl, j + 1, f"ctrl_skew{j}", stages=True)
             m.d.comb += [
                 top.b_in.eq(b_taps[-1]), top.b_next.eq(b_taps[-2]),
-                top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]),
+                top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]), top.ctrl_nn.eq(c_taps[-3] if j else 0),
                 top.psum_in.eq(0),
             ]
             # shift chain lane s enters at row s (its beat's control arrives there j + 1 + s cycles after entry)
@@ -211,6 +216,7 @@ class Array(wiring.Component):
                         below.psum_in.eq(pe.psum_out),
                         below.ctrl_in.eq(pe.ctrl_out),
                         below.ctrl_next.eq(pe.ctrl_in),
+                        below.ctrl_nn.eq(pe.ctrl_next),
                     ]
 
         # shift chain: row i takes row i-S's d_out, S-1 extra registers so that it arrives with the beat's control

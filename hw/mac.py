@@ -20,11 +20,15 @@ combinational (the PE registers it). The INT4 rounding constant enters the final
 (``dot = P[9:18] + P[8]``), so no adder sits between the DSP and the accumulator adder.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MAC"]
+__all__ = ["MAC", "DSP_KINDS"]
+
+#: ``dsp`` choices: None = generic ``*``; "ecp5" = MULT18X18D with input and output registers; "ecp5-fp" =
+#: MULT18X18D with input registers only and the product register in the fabric (next to the adders).
+DSP_KINDS = (None, "ecp5", "ecp5-fp")
 
 
 class MAC(wiring.Component):
@@ -32,25 +36,35 @@ class MAC(wiring.Component):
 
     acc_width -- width of ``addend`` / ``sum`` (two's complement, wraps).
     int4      -- build the INT4 mode; without it the multiplier is a plain 8x8 and ``int4`` is ignored.
+    adders    -- 2: a second adder, ``sum2 = addend2 + product`` (same product, same cycle), so that a PE can give
+                 each of its accumulation targets its own adder instead of selecting the addend in front of one.
     dsp       -- None: a generic ``*`` between registers (simulators; yosys maps it to a DSP but keeps the
                  registers in the fabric); "ecp5": instantiate MULT18X18D with its own input and output
                  registers (same cycle behaviour, no fabric routing around the multiplier; synthesis only:
-                 simulators have no model of the primitive).
+                 simulators have no model of the primitive; cdmqta.synth.equiv checks it against the generic
+                 MAC with a model); "ecp5-fp": MULT18X18D with its input registers, the product register in the
+                 fabric (same cycle behaviour; the DSP -> fabric route moves into the multiply stage).
     """
 
-    def __init__(self, acc_width=32, int4=True, dsp=None):
-        if dsp not in (None, "ecp5"):
-            raise ValueError(f"dsp={dsp!r}: expected None or 'ecp5'")
+    def __init__(self, acc_width=32, int4=True, dsp=None, adders=1):
+        if dsp not in DSP_KINDS:
+            raise ValueError(f"dsp={dsp!r}: expected one of {', '.join(map(repr, DSP_KINDS))}")
+        if adders not in (1, 2):
+            raise ValueError(f"adders={adders!r}: expected 1 or 2")
         self._acc_width = acc_width
         self._int4 = int4
         self._dsp = dsp
-        super().__init__({
+        self._adders = adders
+        ports = {
             "a": In(signed(8)),
             "b": In(signed(8)),
             "int4": In(1),
             "addend": In(signed(acc_width)),
             "sum": Out(signed(acc_width)),
-        })
+        }
+        if adders == 2:
+            ports |= {"addend2": In(signed(acc_width)), "sum2": Out(signed(acc_width))}
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -58,8 +72,8 @@ class MAC(wiring.Component):
         op_a = Signal(signed(width))
         op_b = Signal(signed(width))
         product = Signal(signed(2 * width))
-        int4_op = Signal()
-        int4_q = Signal()
+        int4_op = Signal(attrs={"keep": 1})     # per-PE copies (see the PE's control registers)
+        int4_q = Signal(attrs={"keep": 1})
         # operands: packed combinationally, registered (in the DSP when dsp="ecp5")
         pack_a, pack_b = Signal(signed(width)), Signal(signed(width))
         if self._int4:
@@ -72,7 +86,7 @@ class MAC(wiring.Component):
             m.d.sync += [int4_op.eq(self.int4), int4_q.eq(int4_op)]
         else:
             m.d.comb += [pack_a.eq(self.a), pack_b.eq(self.b)]
-        if self._dsp == "ecp5":
+        if self._dsp in ("ecp5", "ecp5-fp"):
             p = Signal(36)
             ext_a = Cat(pack_a, pack_a[width - 1].replicate(18 - width))
             ext_b = Cat(pack_b, pack_b[width - 1].replicate(18 - width))
@@ -82,16 +96,23 @@ class MAC(wiring.Component):
             ports |= {"i_SIGNEDA": 1, "i_SIGNEDB": 1, "i_SOURCEA": 0, "i_SOURCEB": 0,
                       "i_CLK0": ClockSignal(), "i_CLK1": 0, "i_CLK2": 0, "i_CLK3": 0,
                       "i_CE0": 1, "i_CE1": 1, "i_CE2": 1, "i_CE3": 1,
-                      "i_RST0": 0, "i_RST1": 0, "i_RST2": 0, "i_RST3": 0}
+                      # the sync domain's reset clears the DSP's registers like the generic ones (RESETMODE SYNC)
+                      "i_RST0": ResetSignal(), "i_RST1": 0, "i_RST2": 0, "i_RST3": 0}
             ports |= {f"o_P{i}": p[i] for i in range(36)}
+            out_reg = "CLK0" if self._dsp == "ecp5" else "NONE"
             m.submodules.mult = Instance("MULT18X18D", p_GSR="DISABLED", p_REG_INPUTA_CLK="CLK0",
-                                         p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0", **ports)
-            m.d.comb += product.eq(p[:2 * width])
+                                         p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK=out_reg, **ports)
+            if self._dsp == "ecp5":
+                m.d.comb += product.eq(p[:2 * width])
+            else:
+                m.d.sync += product.eq(p[:2 * width])
         else:
             m.d.sync += [op_a.eq(pack_a), op_b.eq(pack_b), product.eq(op_a * op_b)]
-        if self._int4:
-            value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
-            m.d.comb += self.sum.eq(self.addend + value + (int4_q & product[8]))
-        else:
-            m.d.comb += self.sum.eq(self.addend + product[0:16].as_signed())
+        sums = [(self.addend, self.sum)] + ([(self.addend2, self.sum2)] if self._adders == 2 else [])
+        for addend, total in sums:
+            if self._int4:
+                value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
+                m.d.comb += total.eq(addend + value + (int4_q & product[8]))
+            else:
+                m.d.comb += total.eq(addend + product[0:16].as_signed())
         return m

@@ -12,14 +12,17 @@ stage 0 (cycle T-1, from ``*_next`` = what ``*_in`` will hold in cycle T, i.e. t
 stage 1 (cycle T, from ``ctrl_in``): the multiply (product register);
   ``shift``: ``c[!sel] <= d_in``, ``d_out <= c[!sel]`` (old value): the preload / drain chain;
   ``a_out <= a_in``, ``b_out <= b_in``, ``ctrl_out <= ctrl_in``; the stage-2 write enables / addend masks are
-  decoded here into registers (one-hot, so stage 2 is an AND-OR and an adder).
+  decoded here into registers (one-hot, so the OS addend in stage 2 is one AND-OR LUT).
 stage 2 (cycle T+1, the same beat one cycle later):
   WS compute: ``psum_out <= psum_in + product`` (``psum_in`` = the PE above's ``psum_out``; 0 at the top).
   OS compute: ``c[sel] <= (first ? 0 : c[sel]) + product``.
-The adder is shared by both. Output latency: a_out / b_out / ctrl_out / d_out: 1 cycle, psum_out: 2 cycles.
+Each has its own adder on the same product (MAC ``adders=2``): nothing precedes the WS adder, one LUT the OS one.
+The control registers (``ctrl_out``, masks, write enables) carry ``keep``: every PE on an anti-diagonal holds the
+same values, and without it synthesis merges them into one register that drives PEs across the whole chip.
+Output latency: a_out / b_out / ctrl_out / d_out: 1 cycle, psum_out: 2 cycles.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,10 +46,11 @@ assert Dataflow.WS == 0 and Dataflow.OS == 1 and Precision.INT8 == 0 and Precisi
 class PE(wiring.Component):
     """One processing element (see the module docstring)."""
 
-    def __init__(self, acc_width=32, int4=True, dsp=None):
+    def __init__(self, acc_width=32, int4=True, dsp=None, early=False):
         self._acc_width = acc_width
         self._int4 = int4
         self._dsp = dsp
+        self._early = early
         super().__init__({
             "a_in": In(signed(8)),
             "b_in": In(signed(8)),
@@ -56,6 +60,7 @@ class PE(wiring.Component):
             "a_next": In(signed(8)),
             "b_next": In(signed(8)),
             "ctrl_next": In(Control),
+            "ctrl_nn": In(Control),
             "a_out": Out(signed(8)),
             "b_out": Out(signed(8)),
             "d_out": Out(signed(acc_width)),
@@ -68,42 +73,73 @@ class PE(wiring.Component):
 
         m = Module()
         W = self._acc_width
-        m.submodules.mac = mac = MAC(W, self._int4, self._dsp)
+        m.submodules.mac = mac = MAC(W, self._int4, self._dsp, adders=2)
         c = [Signal(signed(W), name=f"c{i}") for i in range(2)]
         ci, cq, cn = self.ctrl_in, self.ctrl_out, self.ctrl_next
 
-        # stage 0: operands of the next beat
-        bypass = ci.shift & (ci.sel != cn.sel)       # this cycle's shift writes c[!sel_now] = c[sel_next]
-        weight = Mux(bypass, self.d_in[0:8], Mux(cn.sel, c[1], c[0])[0:8]).as_signed()
+        # stage 0: operands of the next beat. The B operand is one of b_next (OS), d_in (WS, bypass: this cycle's
+        # shift writes c[!sel_now] = c[sel_next]), c1 or c0 (WS): one-hot selects, decoded from (prev, next).
+        def decode(prev, nxt):
+            os_ = nxt.dataflow == Dataflow.OS
+            byp = ~os_ & prev.shift & (prev.sel != nxt.sel)
+            return [os_, byp, ~os_ & ~byp & nxt.sel, ~os_ & ~byp & ~nxt.sel]
+
+        if self._early:
+            # ``ctrl_nn`` is what ``ctrl_next`` holds next cycle: decode a cycle early into registers, so that
+            # only an AND-OR lies between registers and the DSP's B input (reset values = decode of reset state)
+            sel_b = [Signal(name=n, init=v, attrs={"keep": 1})
+                     for n, v in (("bsel_os", 0), ("bsel_byp", 0), ("bsel_c1", 0), ("bsel_c0", 1))]
+            m.d.sync += [r.eq(v) for r, v in zip(sel_b, decode(cn, self.ctrl_nn))]
+        else:
+            sel_b = decode(ci, cn)
+        srcs = [self.b_next, self.d_in[0:8], c[1][0:8], c[0][0:8]]
+        operand_b = Signal(signed(8))
+        m.d.comb += operand_b.eq(
+            (srcs[0] & sel_b[0].replicate(8)) | (srcs[1] & sel_b[1].replicate(8))
+            | (srcs[2] & sel_b[2].replicate(8)) | (srcs[3] & sel_b[3].replicate(8)))
         m.d.comb += [
             mac.a.eq(self.a_next),
-            mac.b.eq(Mux(cn.dataflow == Dataflow.OS, self.b_next, weight)),
+            mac.b.eq(operand_b),
             mac.int4.eq(cn.precision == Precision.INT4),
         ]
 
-        # stage 1
-        m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in), cq.eq(ci)]
+        # stage 1. The control registers of a PE hold the same values as those of every PE on its anti-diagonal
+        # (i + j): ``keep`` gives each PE its own copies (cdmqta.synth marks the flip-flops behind keep wires so
+        # that synthesis does not merge them into one register driving PEs all over the chip).
+        ctrl_q = Signal(Control, attrs={"keep": 1})
+        m.d.comb += cq.eq(ctrl_q)
+        m.d.sync += [self.a_out.eq(self.a_in), self.b_out.eq(self.b_in), ctrl_q.eq(ci)]
         with m.If(ci.shift):
             with m.If(ci.sel):
                 m.d.sync += [c[0].eq(self.d_in), self.d_out.eq(c[0])]
             with m.Else():
                 m.d.sync += [c[1].eq(self.d_in), self.d_out.eq(c[1])]
         is_os = ci.dataflow == Dataflow.OS
-        mask_c0, mask_c1, mask_psum = Signal(), Signal(), Signal()
-        we_c0, we_c1, we_psum = Signal(), Signal(), Signal()
+        # the OS addend masks drive W AND-OR LUTs: one register copy per nibble keeps each net short
+        G = 4
+        groups = range(0, W, G)
+        mask_c0 = [Signal(name=f"mask_c0_{g // G}", attrs={"keep": 1}) for g in groups]
+        mask_c1 = [Signal(name=f"mask_c1_{g // G}", attrs={"keep": 1}) for g in groups]
+        we_c0, we_c1, we_psum = (Signal(name=n, attrs={"keep": 1}) for n in ("we_c0", "we_c1", "we_psum"))
+        m.d.sync += [r.eq(is_os & ~ci.first & ~ci.sel) for r in mask_c0]
+        m.d.sync += [r.eq(is_os & ~ci.first & ci.sel) for r in mask_c1]
         m.d.sync += [
-            mask_c0.eq(is_os & ~ci.first & ~ci.sel), mask_c1.eq(is_os & ~ci.first & ci.sel), mask_psum.eq(~is_os),
             we_c0.eq(ci.compute & is_os & ~ci.sel), we_c1.eq(ci.compute & is_os & ci.sel),
             we_psum.eq(ci.compute & ~is_os),
         ]
 
-        # stage 2
-        m.d.comb += mac.addend.eq((c[0] & mask_c0.replicate(W)) | (c[1] & mask_c1.replicate(W))
-                                  | (self.psum_in & mask_psum.replicate(W)))
+        # stage 2: two adders on the same product, so that no addend select precedes the WS adder and the OS
+        # addend is one LUT (an AND-OR of the two registers with their one-hot masks; both 0 on ``first``)
+        m.d.comb += [
+            mac.addend.eq(self.psum_in),
+            mac.addend2.eq(Cat(*((c[0][g:g + G] & m0.replicate(len(c[0][g:g + G])))
+                                 | (c[1][g:g + G] & m1.replicate(len(c[1][g:g + G])))
+                                 for g, m0, m1 in zip(groups, mask_c0, mask_c1)))),
+        ]
         with m.If(we_psum):
             m.d.sync += self.psum_out.eq(mac.sum)
         with m.If(we_c0):
-            m.d.sync += c[0].eq(mac.sum)
+            m.d.sync += c[0].eq(mac.sum2)
         with m.If(we_c1):
-            m.d.sync += c[1].eq(mac.sum)
+            m.d.sync += c[1].eq(mac.sum2)
         return m

@@ -108,6 +108,10 @@ def main(argv=None):
     p.add_argument("--top", default="array", choices=("array", "accel"), help="what to synthesize (default: array)")
     p.add_argument("--freq", type=float, default=None, help="nextpnr clock constraint in MHz (default: target's)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
+    p.add_argument("--dsp", default="auto", choices=("auto", "generic", "ecp5", "ecp5-fp"),
+                   help="multipliers (see cdmqta synth --dsp; default auto = MULT18X18D instances on ECP5)")
+    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"),
+                   help="nextpnr router (see cdmqta synth --router; default auto = router2 on ECP5)")
     p.add_argument("--out", default="build/synth_sweep", help="output directory (default: build/synth_sweep)")
     args = p.parse_args(argv)
 
@@ -138,7 +142,7 @@ def _sweep(args, sizes, precisions):
             config = QTAConfig(rows=rows, cols=cols, int4=(prec == "int4"))
             try:
                 r = synthesize_config(config, top=args.top, target=args.target, freq_mhz=args.freq, seed=args.seed,
-                                      workdir=os.path.join(args.out, "work", tag))
+                                      dsp=args.dsp, router=args.router, workdir=os.path.join(args.out, "work", tag))
             except ToolError as exc:
                 r = {"rows": rows, "cols": cols, "macs": rows * cols, "target": args.target,
                      "error": f"{exc.stage}: " + " / ".join(exc.lines[-3:])}

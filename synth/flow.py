@@ -284,8 +284,11 @@ def parse_results(workdir, target):
 
 # ------------------------------------------------------------------------------------------------------- the flow
 
+ROUTERS = ("auto", "router1", "router2")
+
+
 def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, link_width=8, wrap=True,
-               dsp_limit="auto", progress=None, label=None):
+               dsp_limit="auto", progress=None, label=None, router="auto"):
     """Synthesize and place-and-route an Amaranth ``design`` (a wiring.Component) for ``target``.
 
     ``wrap`` puts the design behind :class:`HostLinkWrapper` (required for anything with more port bits than the
@@ -306,6 +309,11 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     if dsp_limit != "auto" and dsp_limit is not None and (isinstance(dsp_limit, bool) or not isinstance(dsp_limit, int)
                                                           or dsp_limit < 0):
         raise ValueError(f"dsp_limit={dsp_limit!r} must be 'auto', None or a non-negative integer")
+    if router not in ROUTERS:
+        raise ValueError(f"router={router!r}: choose one of {', '.join(ROUTERS)}")
+    if router == "auto":
+        # router1 left the 8x8 ECP5 array congested after 12+ minutes; router2 routes it in under a minute
+        router = "router2" if tgt.family == "ecp5" else "router1"
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     progress = Progress() if progress is None else progress
@@ -341,11 +349,12 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
             with open(os.path.join(workdir, "soft_muls.txt"), "w") as f:
                 f.write("\n".join(soft) + "\n")
             progress.line(f"{len(muls)} multipliers > {limit} DSPs: {len(soft)} of them are built from LUTs")
+    # Registers behind wires with a ``keep`` attribute (e.g. the per-PE copies of a beat's control, equal along an
+    # anti-diagonal of the array) keep their own flip-flops: opt_merge leaves cells with ``keep`` alone, not wires.
+    script = ("read_verilog top.v\nhierarchy -top top\nproc\n"
+              "select -set keep_ffs w:* a:keep %i %ci1 c:* %i\nsetattr -set keep 1 @keep_ffs\nselect -clear\n")
     if soft:
-        script = ("read_verilog top.v\nhierarchy -top top\nproc\nflatten\nopt_expr\nopt_clean\n"
-                  "select -read soft_muls.txt\nbooth\nselect -clear\n")
-    else:
-        script = "read_verilog top.v\n"
+        script += ("flatten\nopt_expr\nopt_clean\nselect -read soft_muls.txt\nbooth\nselect -clear\n")
     script += f"{tgt.yosys_synth} -top top -json top.json\ntee -q -o stat.json stat -json\n"
     with open(os.path.join(workdir, "synth.ys"), "w") as f:
         f.write(script)
@@ -361,7 +370,7 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
                             os.path.join(workdir, "yosys.log"))
 
     argv = [tgt.nextpnr, *tgt.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}", "--timing-allow-fail",
-            "--report", "report.json", "--seed", str(seed), "--log", "nextpnr.log"]
+            "--report", "report.json", "--seed", str(seed), "--router", router, "--log", "nextpnr.log"]
     stages["nextpnr"] = round(run_tool("nextpnr", argv, workdir, "nextpnr.out", progress, "nextpnr"), 2)
 
     result = {"target": tgt.name, "device": tgt.device, "design": label or type(design).__name__}
@@ -369,6 +378,7 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     result["wrapper"] = top.overhead() if wrap else None
     result["lut_multipliers"] = len(soft)
     result["seed"] = seed
+    result["router"] = router
     result["seconds"] = stages
     result["tools"] = _tool_versions(workdir, tgt.nextpnr)
     result["workdir"] = workdir
@@ -384,23 +394,47 @@ def _array_class():
     raise ValueError("cdmqta.hw.array has no systolic array class (expected SystolicArray)")
 
 
-def build_design(top, config):
-    """The Amaranth component that ``--top`` names, built from a QTAConfig."""
+DSP_MODES = ("auto", "generic", "ecp5", "ecp5-fp")
+
+
+def resolve_dsp(dsp, target):
+    """The ``dsp`` argument of :class:`cdmqta.hw.array.Array` for a ``--dsp`` choice on ``target``: "auto" is
+    "ecp5-fp" (MULT18X18D instances with their input registers, the product register in the fabric: the fastest
+    at 8x8, see NOTES of issue 6) on ECP5 and the generic ``*`` elsewhere; "ecp5" = input and output registers
+    in the DSP."""
+    if dsp not in DSP_MODES:
+        raise ValueError(f"dsp={dsp!r}: choose one of {', '.join(DSP_MODES)}")
+    if dsp == "auto":
+        dsp = "ecp5-fp" if TARGETS[target].family == "ecp5" else "generic"
+    if dsp.startswith("ecp5") and TARGETS[target].family != "ecp5":
+        raise ValueError(f"dsp={dsp!r} needs an ECP5 target, not {target!r}")
+    return None if dsp == "generic" else dsp
+
+
+def build_design(top, config, dsp=None):
+    """The Amaranth component that ``--top`` names, built from a QTAConfig; ``dsp`` as for ``Array`` (None =
+    generic multipliers, "ecp5" = MULT18X18D instances, see :mod:`cdmqta.hw.mac`)."""
     if top == "array":
-        return _array_class()(config)
+        return _array_class()(config) if dsp is None else _array_class()(config, dsp=dsp)
     if top == "accel":
         from cdmqta.hw.top import Accelerator
-        return Accelerator(config)
+        return Accelerator(config) if dsp is None else Accelerator(config, dsp=dsp)
     raise ValueError(f"unknown top {top!r}: choose one of {', '.join(TOPS)}")
 
 
-def synthesize_config(config, *, top="array", **kwargs):
-    """:func:`synthesize` the array or the accelerator that ``config`` describes; adds the config to the result."""
-    design = build_design(top, config)
+def synthesize_config(config, *, top="array", dsp="auto", **kwargs):
+    """:func:`synthesize` the array or the accelerator that ``config`` describes; adds the config to the result.
+
+    ``dsp``: "auto" (default: MULT18X18D instances on ECP5, see :func:`resolve_dsp`), "generic" or "ecp5"."""
+    target = kwargs.get("target", "ecp5-85f")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    dsp_arg = resolve_dsp(dsp, target)
+    design = build_design(top, config, dsp=dsp_arg)
     label = f"{top} {config.rows}x{config.cols} {'int8+int4' if config.int4 else 'int8'}"
     result = synthesize(design, label=label, **kwargs)
     result.update({"top": top, "rows": config.rows, "cols": config.cols, "int4": config.int4,
-                   "macs": config.macs, "config": config.to_dict()})
+                   "macs": config.macs, "config": config.to_dict(), "dsp_mode": dsp_arg or "generic"})
     result["dsp_per_mac"] = round(result["dsp"] / config.macs, 3) if config.macs else None
     return result
 
@@ -443,6 +477,14 @@ def add_arguments(parser):
                         help="clock constraint for nextpnr in MHz (default: 150 on ECP5, 48 on iCE40); "
                              "a missed constraint still reports the achieved Fmax")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    parser.add_argument("--router", default="auto", choices=ROUTERS,
+                        help="nextpnr router (default auto: router2 on ECP5, which resolves the congestion of large "
+                             "arrays in minutes where router1 did not, router1 on iCE40)")
+    parser.add_argument("--dsp", default="auto", choices=DSP_MODES,
+                        help="multipliers: 'ecp5' = MULT18X18D instances with their input and output registers, "
+                             "'ecp5-fp' = with input registers and the product register in the fabric (both checked "
+                             "against the generic MAC: verif/test_dsp_ecp5.py), 'generic' = Amaranth '*' mapped by "
+                             "yosys; 'auto' (default) = ecp5-fp on ECP5 targets, generic elsewhere")
     parser.add_argument("--link-width", type=int, default=8,
                         help="width of the wrapper's shift-in / XOR-out host link in bits (default: 8)")
     parser.add_argument("--workdir", default=None,
@@ -525,7 +567,8 @@ def _main(args):
 
     try:
         result = synthesize_config(config, top=args.top, target=args.target, workdir=workdir, freq_mhz=args.freq,
-                                   seed=args.seed, link_width=args.link_width, progress=progress)
+                                   seed=args.seed, link_width=args.link_width, progress=progress,
+                                   dsp=getattr(args, "dsp", "auto"), router=getattr(args, "router", "auto"))
     except ToolError as exc:
         print(f"cdmqta synth: {exc.stage} failed (exit {exc.returncode}); full log: {exc.log}", file=sys.stderr)
         for text in exc.lines:
