@@ -17,6 +17,8 @@ S*C lanes (lane s of the chain at [s*C, (s+1)*C)).
 
 from dataclasses import dataclass, field
 
+from .config import chain_lanes
+
 __all__ = ["Tile", "Beat", "Output", "Schedule", "schedule", "simulate", "pack_int4", "gemm_tiles",
            "assemble", "beat_word", "BEAT_CTRL_FIELDS", "ideal_cycles"]
 
@@ -146,7 +148,7 @@ def schedule(tiles, rows, cols, lanes=2):
     from .array import array_latency
 
     R, C = rows, cols
-    S = max(1, min(lanes, R))
+    S = chain_lanes(lanes, R)
     tiles = list(tiles)
     for t in tiles:
         if t.n > C:
@@ -260,7 +262,7 @@ def simulate(beats, rows, cols, acc_width=32, lanes=2):
     """Functional model of the array: (ws_rows, drain_rows), each port's rows in order (C ints per ws row,
     S * C per drain row: lane u = the old shadow row R-1-u)."""
     R, C = rows, cols
-    S = max(1, min(lanes, R))
+    S = chain_lanes(lanes, R)
     c = [[[0] * C for _ in range(R)] for _ in range(2)]
     ws_rows, drain_rows = [], []
     for bt in beats:

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["QTAConfig", "ConfigError", "DATAFLOWS", "PRECISIONS"]
+__all__ = ["QTAConfig", "ConfigError", "DATAFLOWS", "PRECISIONS", "chain_lanes"]
 
 DATAFLOWS = ("ws", "os")
 PRECISIONS = ("int8", "int4")
@@ -25,6 +25,11 @@ def _check_int(name, value, lo, hi):
         raise ConfigError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+
+
+def chain_lanes(shift_lanes, rows):
+    """Rows a shift beat moves on an array of ``rows`` rows whose chain has ``shift_lanes`` lanes (capped at rows)."""
+    return max(1, min(shift_lanes, rows))
 
 
 def _is_pow2(x):
@@ -106,7 +111,7 @@ class QTAConfig:
     @property
     def chain_lanes(self):
         """Rows the shift chain moves per shift beat: ``min(shift_lanes, rows)``."""
-        return min(self.shift_lanes, self.rows)
+        return chain_lanes(self.shift_lanes, self.rows)
 
     @property
     def macs(self):

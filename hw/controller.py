@@ -182,9 +182,8 @@ class ExecuteUnit(wiring.Component):
         # preload job
         p_act, p_nib = Signal(), Signal()
         p_rem = Signal(range(R + 1))                        # preload shift beats left
-        p_lanes = Signal(range(R + 1))                      # K lanes (weight rows) of the preload
         p_b, p_n = Signal(16), Signal(8)
-        # K lanes of the weights: loaded in this window (next) / in use (cur)
+        # K lanes of the weights: loaded in this window (next: also the running preload's) / in use (cur)
         w_lanes_next, w_lanes_cur = Signal(range(R + 1)), Signal(range(R + 1))
         prev_os, prev_sel = Signal(), Signal()
 
@@ -223,7 +222,7 @@ class ExecuteUnit(wiring.Component):
         ]
         # preload beat with `rem` beats left (this one included) carries weight rows S*(rem-1) + s in lane s
         pre_rem = Mux(bypass, head_beats, p_rem)
-        pre_lanes = Mux(bypass, head.steps, p_lanes)
+        pre_lanes = Mux(bypass, head.steps, w_lanes_next)
         pre_row0 = Signal(16)
         m.d.comb += pre_row0.eq((pre_rem - 1) << (S - 1))
         lane_ok, lane_nib = Signal(S), Signal(S)
@@ -343,7 +342,7 @@ class ExecuteUnit(wiring.Component):
                 m.d.sync += w_lanes_cur.eq(w_lanes_next)
 
         with m.If(acc_pre):
-            m.d.sync += [p_act.eq(1), p_rem.eq(head_beats), p_lanes.eq(head.steps), p_b.eq(head.b_addr),
+            m.d.sync += [p_act.eq(1), p_rem.eq(head_beats), p_b.eq(head.b_addr),
                          p_n.eq(head.n), p_nib.eq(head.nib), win_pre.eq(1), w_lanes_next.eq(head.steps),
                          p_seq.eq(head.seq)]
             with m.If(bypass):

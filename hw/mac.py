@@ -109,10 +109,11 @@ class MAC(wiring.Component):
         else:
             m.d.sync += [op_a.eq(pack_a), op_b.eq(pack_b), product.eq(op_a * op_b)]
         sums = [(self.addend, self.sum)] + ([(self.addend2, self.sum2)] if self._adders == 2 else [])
+        if self._int4:
+            value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
+            carry = int4_q & product[8]
+        else:
+            value, carry = product[0:16].as_signed(), None
         for addend, total in sums:
-            if self._int4:
-                value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
-                m.d.comb += total.eq(addend + value + (int4_q & product[8]))
-            else:
-                m.d.comb += total.eq(addend + product[0:16].as_signed())
+            m.d.comb += total.eq(addend + value if carry is None else addend + value + carry)
         return m

@@ -129,12 +129,9 @@ class AccumulatorMemory(wiring.Component):
             # Stage 0: this bank's request (execute ports first, then the load port), read its row.
             req_valid, req_addr = Signal(name=f"req_valid{b}"), Signal.like(self.ex_addr, name=f"req_addr{b}")
             req_data, req_mask, req_acc = Signal(row, name=f"req_data{b}"), Signal(self._cols), Signal()
-            with m.If(ports[0][0] & in_bank(ports[0][1], b)):
-                m.d.comb += [req_valid.eq(1), req_addr.eq(ports[0][1]), req_data.eq(ports[0][2]),
-                             req_mask.eq(self.ex_mask), req_acc.eq(self.ex_accumulate)]
-            if len(ports) == 2:
-                with m.Elif(ports[1][0] & in_bank(ports[1][1], b)):
-                    m.d.comb += [req_valid.eq(1), req_addr.eq(ports[1][1]), req_data.eq(ports[1][2]),
+            for k, (valid, addr, dat) in enumerate(ports):
+                with (m.Elif if k else m.If)(valid & in_bank(addr, b)):
+                    m.d.comb += [req_valid.eq(1), req_addr.eq(addr), req_data.eq(dat),
                                  req_mask.eq(self.ex_mask), req_acc.eq(self.ex_accumulate)]
             with m.Elif(self.ld_ready):
                 m.d.comb += [req_valid.eq(self.ld_valid & in_bank(self.ld_addr, b)), req_addr.eq(self.ld_addr),

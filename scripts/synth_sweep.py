@@ -98,7 +98,7 @@ def plot(results, path):
 
 def main(argv=None):
     from cdmqta.hw.config import QTAConfig
-    from cdmqta.synth.flow import TARGETS, ToolError, stop_tools_on_sigterm, synthesize_config
+    from cdmqta.synth.flow import DSP_MODES, ROUTERS, TARGETS, ToolError, stop_tools_on_sigterm, synthesize_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="2,4,8,16", help="comma-separated N (NxN) or RxC sizes (default: 2,4,8,16)")
@@ -108,9 +108,9 @@ def main(argv=None):
     p.add_argument("--top", default="array", choices=("array", "accel"), help="what to synthesize (default: array)")
     p.add_argument("--freq", type=float, default=None, help="nextpnr clock constraint in MHz (default: target's)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
-    p.add_argument("--dsp", default="auto", choices=("auto", "generic", "ecp5", "ecp5-fp"),
+    p.add_argument("--dsp", default="auto", choices=DSP_MODES,
                    help="multipliers (see cdmqta synth --dsp; default auto = MULT18X18D instances on ECP5)")
-    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"),
+    p.add_argument("--router", default="auto", choices=ROUTERS,
                    help="nextpnr router (see cdmqta synth --router; default auto = router2 on ECP5)")
     p.add_argument("--out", default="build/synth_sweep", help="output directory (default: build/synth_sweep)")
     args = p.parse_args(argv)

@@ -54,6 +54,8 @@ import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from ..hw.config import chain_lanes
+
 __all__ = ["ArrayTiming", "Tiling", "GemmCost", "DESIGNS", "DATAFLOWS", "ideal_cycles", "sequence_cycles",
            "gemm_tiles", "dram_bytes", "dataflow_cost", "gemm_cost", "fixed_ws_cycles", "program_cycles", "tiling_for"]
 
@@ -130,7 +132,7 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
     if not tiles:
         return 0
     t = timing
-    S = max(1, min(t.lanes, rows))
+    S = chain_lanes(t.lanes, rows)
     total = t.issue
     # the first WS tile's preload starts in the cycle its PRELOAD is accepted (the COMPUTE follows a cycle later at
     # the earliest); a first OS tile's first beat comes one cycle after its COMPUTE is accepted
@@ -465,7 +467,7 @@ def _simulate(cmds, config, state):
     return _run(info, deps, lat, config.chain_lanes)
 
 
-def _run(info, deps, lat, S=1):
+def _run(info, deps, lat, S):
     """The cycle loop of :func:`program_cycles` (see there); returns the busy cycles."""
     from ..hw.isa import Op
 
@@ -514,10 +516,9 @@ def _run(info, deps, lat, S=1):
         xvalid = xq.out is not None and ready(xq.out, c)
         if xvalid:
             hop, _, _, hsteps, hf = info[xq.out]
+            hbeats = _ceil(hsteps, S)   # shift beats of the head's preload
         h2 = prev_os and prev_sel != sel
         # a PRELOAD shifts its first row in the cycle it is accepted (bypass)
-        if xvalid:
-            hbeats = -(-hsteps // S)    # shift beats of the head's preload
         bypass = xvalid and hop == Op.PRELOAD and not p_act and not h2 and dr_rem <= hbeats
         do_comp = c_act and (c_os or dr_rem == 0)
         do_shift = ((dr_rem != 0 or p_act) and not h2) or bypass
@@ -621,7 +622,7 @@ def _run(info, deps, lat, S=1):
             if eager or not (join or cont):
                 sel = not sel
                 win_pre = False
-                dr_rem, dr_idx = (-(-w_m // S), w_idx) if w_os else (0, 0)
+                dr_rem, dr_idx = (_ceil(w_m, S), w_idx) if w_os else (0, 0)
             if acc_comp:
                 c_act, c_t, c_os, c_idx = True, 0, h_os, xq.out
                 c_beats = hsteps if h_os else hf["m"]

@@ -400,7 +400,7 @@ DSP_MODES = ("auto", "generic", "ecp5", "ecp5-fp")
 def resolve_dsp(dsp, target):
     """The ``dsp`` argument of :class:`cdmqta.hw.array.Array` for a ``--dsp`` choice on ``target``: "auto" is
     "ecp5-fp" (MULT18X18D instances with their input registers, the product register in the fabric: the fastest
-    at 8x8, see NOTES of issue 6) on ECP5 and the generic ``*`` elsewhere; "ecp5" = input and output registers
+    at 8x8, see the README's FPGA section) on ECP5 and the generic ``*`` elsewhere; "ecp5" = input and output registers
     in the DSP."""
     if dsp not in DSP_MODES:
         raise ValueError(f"dsp={dsp!r}: choose one of {', '.join(DSP_MODES)}")
@@ -415,17 +415,18 @@ def build_design(top, config, dsp=None):
     """The Amaranth component that ``--top`` names, built from a QTAConfig; ``dsp`` as for ``Array`` (None =
     generic multipliers, "ecp5" = MULT18X18D instances, see :mod:`cdmqta.hw.mac`)."""
     if top == "array":
-        return _array_class()(config) if dsp is None else _array_class()(config, dsp=dsp)
+        return _array_class()(config, dsp=dsp)
     if top == "accel":
         from cdmqta.hw.top import Accelerator
-        return Accelerator(config) if dsp is None else Accelerator(config, dsp=dsp)
+        return Accelerator(config, dsp=dsp)
     raise ValueError(f"unknown top {top!r}: choose one of {', '.join(TOPS)}")
 
 
 def synthesize_config(config, *, top="array", dsp="auto", **kwargs):
     """:func:`synthesize` the array or the accelerator that ``config`` describes; adds the config to the result.
 
-    ``dsp``: "auto" (default: MULT18X18D instances on ECP5, see :func:`resolve_dsp`), "generic" or "ecp5"."""
+    ``dsp``: "auto" (default: MULT18X18D instances on ECP5, see :func:`resolve_dsp`), "generic", "ecp5" or
+    "ecp5-fp"."""
     target = kwargs.get("target", "ecp5-85f")
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")

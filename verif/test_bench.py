@@ -107,6 +107,13 @@ def test_bad_input_one_line_error(argv, exc, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
+def test_bad_shift_lanes_names_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        _args("--shift-lanes", "3")
+    assert e.value.code == 2
+    assert "--shift-lanes" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_cli_error_exit_code(capsys):
     from cdmqta import cli
     rc = cli.main(["bench", "--rows", "0", "--no-scalesim"])

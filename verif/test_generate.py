@@ -32,6 +32,7 @@ def test_generate_array_5x3(tmp_path):
     (["--cols", "129"], "--cols"),
     (["--dataflows", "ws,is"], "--dataflows"),
     (["--acc-width", "16"], "--acc-width"),
+    (["--shift-lanes", "3"], "--shift-lanes"),
 ])
 def test_generate_bad_value_one_line(tmp_path, args, option):
     p = cli(*args, "--top", "array", "-o", str(tmp_path))
@@ -44,7 +45,8 @@ def test_generate_bad_value_one_line(tmp_path, args, option):
 def test_generate_help_lists_every_option():
     p = cli("--help")
     assert p.returncode == 0
-    for opt in ("--rows", "--cols", "--int4", "--no-int4", "--dataflows", "--max-k", "--acc-width", "--top", "-o"):
+    for opt in ("--rows", "--cols", "--int4", "--no-int4", "--dataflows", "--max-k", "--acc-width", "--shift-lanes",
+                "--top", "-o"):
         assert opt in p.stdout
 
 

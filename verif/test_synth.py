@@ -167,12 +167,23 @@ def test_icebreaker_bitstream(tmp_path, capsys):
     (["--freq", "0"], "--freq 0"),
     (["--top", "cpu"], "unknown top 'cpu'"),
     (["--board", "arty"], "unknown board 'arty'"),
+    (["--shift-lanes", "0"], "shift_lanes=0"),
+    (["--target", "ice40-up5k", "--dsp", "ecp5"], "needs an ECP5 target"),
 ])
 def test_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
     rc = cli_main(["synth", "--workdir", str(tmp_path), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert needle in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, needle", [(["--dsp", "dsp48"], "--dsp"), (["--router", "router9"], "--router")])
+def test_bad_choice_names_the_option(argv, needle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["synth", "--workdir", str(tmp_path), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err.strip().splitlines()[-1] and argv[1] in err
 
 
 def _quiet():
