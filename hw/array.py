@@ -42,7 +42,7 @@ Outputs (south, de-skewed: all C lanes of one row appear in the same cycle)
     old c[!sel] of PE(R-1-u, j). Which drain rows are results (and of which tile/row) is the scheduler's knowledge.
 ``busy``: a beat is still in flight (1 from the cycle after a beat enters until its outputs have appeared).
 ``cycles``: 32-bit free-running count of busy cycles (performance counter; wraps).
-LATENCY = R + C + 1 (``Array.latency``): 1 input register + skew (i + j) + multiplier register + accumulate
+LATENCY = R + C + 2 (``Array.latency``): 2 input registers + skew (i + j) + multiplier register + accumulate
 register + de-skew (C - 1 - j) (+1 on the drain path to equalize the two ports).
 Both ports can be valid in the same cycle (a WS tile streaming while the OS tile before it drains): a controller
 that can write only one result row per cycle must not overlap them (keep drain shifts out of WS compute beats).
@@ -84,8 +84,8 @@ after tile i+1's compute beats when tile i+1 is shorter. A sequence of tiles cos
   + ceil(k_lanes_0/S) if the first tile is WS (its preload) + 1 + ceil(m_last/S) if the last tile is OS (H2
 bubble + drain) cycles, where beats_i = m (WS) or k_lanes (OS) and q_i = the shifts its window carries; dataflow
 and precision may change on any beat (they travel with it). Example: 64x64x64 INT8 on 8x8 (S = 1) = 4096 ideal
-cycles; WS tiling (8x8 weights, M=64 streamed) 4096 + 8 + 17 = 4121 cycles, OS tiling (8x8 outputs, K=64
-streamed) 4122; with S = 2: 4117 and 4118.
+cycles; WS tiling (8x8 weights, M=64 streamed) 4096 + 8 + 18 = 4122 cycles, OS tiling (8x8 outputs, K=64
+streamed) 4123; with S = 2: 4118 and 4119.
 
 Hazard rules (the controller must obey; array_schedule obeys and checks them)
 --------------------------------------------------------------------------
@@ -108,13 +108,18 @@ accepts). WS partial sums for split K (k > rows) are added outside the array (ac
 Timing: every PE-to-PE signal is registered. Each MAC is one DSP (ECP5 MULT18X18D: 14x14 signed) with its input
 registers; the product register sits in the DSP (``dsp="ecp5"``) or, the synthesis flow's default on ECP5, in the
 fabric next to the adders (``dsp="ecp5-fp"``), which moves the long DSP-to-fabric route into the multiply stage.
-The operands are selected one cycle ahead from the PE's look-ahead inputs (the neighbours' inputs, ``*_next``;
-the B-operand select is decoded one more cycle ahead from ``ctrl_nn``) and registered, so an AND-OR and routing
-precede the multiplier and this adds no latency; the product register is the +1 in LATENCY. Stage 2 has two
-adders on the product: WS ``psum_in + product`` with nothing in front, OS ``(c0 & m0 | c1 & m1) + product`` with
-one LUT of pre-decoded one-hot masks; the INT4 rounding enters as a carry-in. Per-PE control registers carry
-``keep`` (every PE of an anti-diagonal holds the same values; merged, one register would drive PEs all over the
-chip). The input skew and output de-skew are register chains inside. The hazard rules above are unchanged by this
+The operands are selected one cycle ahead from the PE's look-ahead inputs (the neighbours' inputs, ``*_next``) and
+registered, so an AND-OR and routing precede the multiplier and this adds no latency; the product register is the
++1 in LATENCY. The B-operand select is one-hot in registers: the top row decodes it a cycle ahead from ``ctrl_nn``,
+every other PE copies the registers of the PE above (the select depends only on the beat pair, which reached that
+PE one cycle earlier; so do the OS clears below). Stage 2 has three adders on the product, with nothing in front of
+any: WS ``psum_in + product``, OS ``c0 + product`` and ``c1 + product`` (an OS tile's ``first`` beat clears its
+register one cycle before its first product arrives); the INT4 rounding enters as a carry-in. Per-PE control
+registers carry ``keep`` (every PE of an anti-diagonal holds the same values; merged, one register would drive PEs
+all over the chip). The input skew and output de-skew are register chains inside; the ports drive only the first of
+two edge registers, so nothing but routing lies between the array's driver and its first registers, and the top
+row, PE(0, 0) included, sees its control two cycles ahead (with one edge register PE(0, 0) had to decode its B
+select from the port in the same cycle: the 8x8 ECP5 critical path). The hazard rules above are unchanged by this
 pipelining (the look-ahead weight read bypasses a shift that writes the same register in the same cycle).
 """
 
@@ -130,7 +135,7 @@ __all__ = ["Array", "Control", "array_latency"]
 
 def array_latency(rows, cols):
     """Cycles from a beat at the input ports to its ws/drain row at the output ports."""
-    return rows + cols + 1
+    return rows + cols + 2
 
 
 class Array(wiring.Component):
@@ -180,29 +185,32 @@ class Array(wiring.Component):
                 taps.append(reg)
             return taps if stages else value
 
-        # every PE but PE(0, 0) sees a beat's control two cycles ahead (``ctrl_nn``) and decodes its selects early
-        pes = [[PE(W, cfg.int4, self._dsp, early=(i, j) != (0, 0)) for j in range(C)] for i in range(R)]
+        # the top row sees a beat's control two cycles ahead (``ctrl_nn``) and decodes its B selects a cycle early;
+        # the rows below copy them from the PE above (see hw/pe.py)
+        pes = [[PE(W, cfg.int4, self._dsp, top_row=i == 0) for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
 
-        # input skew: row i of A delayed by i+1, column j of B/D/control by j+1. Each PE also sees its inputs of
-        # the next cycle (`*_next`: the previous skew tap, or its neighbour's inputs) to register MAC operands.
+        # input skew: row i of A delayed by i+2, column j of B/D/control by j+2 (two edge registers, so that the
+        # ports drive only registers, and PE(0, 0) too sees its control two cycles ahead). Each PE also sees its
+        # inputs of the next cycle (`*_next`: the previous skew tap, or its neighbour's inputs) to register MAC
+        # operands; the top row also the control of the cycle after (`ctrl_nn`) to decode its operand select.
         for i in range(R):
-            taps = delay(self.a[i], i + 1, f"a_skew{i}", stages=True)
+            taps = delay(self.a[i], i + 2, f"a_skew{i}", stages=True)
             m.d.comb += [pes[i][0].a_in.eq(taps[-1]), pes[i][0].a_next.eq(taps[-2])]
         for j in range(C):
             top = pes[0][j]
-            b_taps = delay(self.b[j], j + 1, f"b_skew{j}", stages=True)
-            c_taps = delay(self.ctrl, j + 1, f"ctrl_skew{j}", stages=True)
+            b_taps = delay(self.b[j], j + 2, f"b_skew{j}", stages=True)
+            c_taps = delay(self.ctrl, j + 2, f"ctrl_skew{j}", stages=True)
             m.d.comb += [
                 top.b_in.eq(b_taps[-1]), top.b_next.eq(b_taps[-2]),
-                top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]), top.ctrl_nn.eq(c_taps[-3] if j else 0),
+                top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]), top.ctrl_nn.eq(c_taps[-3]),
                 top.psum_in.eq(0),
             ]
-            # shift chain lane s enters at row s (its beat's control arrives there j + 1 + s cycles after entry)
+            # shift chain lane s enters at row s (its beat's control arrives there j + 2 + s cycles after entry)
             for s_ in range(S):
-                m.d.comb += pes[s_][j].d_in.eq(delay(self.d[s_ * C + j], j + 1 + s_, f"d_skew{s_}_{j}"))
+                m.d.comb += pes[s_][j].d_in.eq(delay(self.d[s_ * C + j], j + 2 + s_, f"d_skew{s_}_{j}"))
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
@@ -216,7 +224,8 @@ class Array(wiring.Component):
                         below.psum_in.eq(pe.psum_out),
                         below.ctrl_in.eq(pe.ctrl_out),
                         below.ctrl_next.eq(pe.ctrl_in),
-                        below.ctrl_nn.eq(pe.ctrl_next),
+                        below.bsel_in.eq(pe.bsel_out),
+                        below.clr_in.eq(pe.clr_out),
                     ]
 
         # shift chain: row i takes row i-S's d_out, S-1 extra registers so that it arrives with the beat's control

@@ -62,11 +62,11 @@ after an OS tile, H2). Timing rules (cycles at one beat per cycle, when operands
 * When the execute queue has nothing startable, an OS tile still in the array is drained at once (1 + shifts(m)
   cycles) so that STOREs and FENCEs depending on it can proceed.
 * Results: a beat issued at cycle t reaches the array at t+1 and its row is written into the accumulator
-  memory at t + 2 + LATENCY (LATENCY = R + C + 1); a COMPUTE counts as completed 2 cycles after its last row's
+  memory at t + 2 + LATENCY (LATENCY = R + C + 2); a COMPUTE counts as completed 2 cycles after its last row's
   write request. A run of tiles with its operands already loaded therefore costs, in ``busy_cycles``:
   (shifts(k_lanes) of the first tile, if WS) + sum of tile costs (+ 1 + shifts(m) of the last tile, if OS: its
   drain) + LATENCY + 8 (WS) or 9 (OS) (fetch, dispatch, write-back, done); e.g. with S = 2, 4 WS tiles m=16,
-  k=8 on 8x8: 4 + 64 + 17 + 8 = 93, 4 OS tiles m=8, k=16: 64 + 5 + 17 + 9 = 95 (S = 1: 97 and 99; verif/
+  k=8 on 8x8: 4 + 64 + 18 + 8 = 94, 4 OS tiles m=8, k=16: 64 + 5 + 18 + 9 = 96 (S = 1: 98 and 100; verif/
   test_accel_rtl.py measures the per-tile rules).
 * Around it (see :mod:`cdmqta.hw.dma`): a LOAD of r rows occupies the load unit r + 3 cycles (r + 5 into the
   accumulator); a STORE of r rows occupies the store unit r + 1 cycles and its last host write lands r + 6

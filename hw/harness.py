@@ -26,7 +26,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .array import Array
+from .array import Array, array_latency
 from .config import QTAConfig
 from .pe import Control
 
@@ -54,7 +54,7 @@ class ArrayHarness(wiring.Component):
         self.beat_width = beat_layout(config.rows, config.cols, self.lanes).size
         self.ws_width = config.cols * config.acc_width + 32
         self.result_width = self.lanes * config.cols * config.acc_width + 32
-        self.latency = config.rows + config.cols + 1
+        self.latency = array_latency(config.rows, config.cols)
         aw = max(1, (depth - 1).bit_length())
         super().__init__({
             "start": In(1),

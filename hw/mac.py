@@ -36,8 +36,9 @@ class MAC(wiring.Component):
 
     acc_width -- width of ``addend`` / ``sum`` (two's complement, wraps).
     int4      -- build the INT4 mode; without it the multiplier is a plain 8x8 and ``int4`` is ignored.
-    adders    -- 2: a second adder, ``sum2 = addend2 + product`` (same product, same cycle), so that a PE can give
-                 each of its accumulation targets its own adder instead of selecting the addend in front of one.
+    adders    -- 2 or 3: more adders on the same product in the same cycle, ``sum2 = addend2 + product`` (and
+                 ``sum3 = addend3 + product``), so that a PE can give each of its accumulation targets its own
+                 adder instead of selecting the addend in front of one.
     dsp       -- None: a generic ``*`` between registers (simulators; yosys maps it to a DSP but keeps the
                  registers in the fabric); "ecp5": instantiate MULT18X18D with its own input and output
                  registers (same cycle behaviour, no fabric routing around the multiplier; synthesis only:
@@ -49,8 +50,8 @@ class MAC(wiring.Component):
     def __init__(self, acc_width=32, int4=True, dsp=None, adders=1):
         if dsp not in DSP_KINDS:
             raise ValueError(f"dsp={dsp!r}: expected one of {', '.join(map(repr, DSP_KINDS))}")
-        if adders not in (1, 2):
-            raise ValueError(f"adders={adders!r}: expected 1 or 2")
+        if adders not in (1, 2, 3):
+            raise ValueError(f"adders={adders!r}: expected 1, 2 or 3")
         self._acc_width = acc_width
         self._int4 = int4
         self._dsp = dsp
@@ -62,8 +63,8 @@ class MAC(wiring.Component):
             "addend": In(signed(acc_width)),
             "sum": Out(signed(acc_width)),
         }
-        if adders == 2:
-            ports |= {"addend2": In(signed(acc_width)), "sum2": Out(signed(acc_width))}
+        for k in range(2, adders + 1):
+            ports |= {f"addend{k}": In(signed(acc_width)), f"sum{k}": Out(signed(acc_width))}
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -108,7 +109,8 @@ class MAC(wiring.Component):
                 m.d.sync += product.eq(p[:2 * width])
         else:
             m.d.sync += [op_a.eq(pack_a), op_b.eq(pack_b), product.eq(op_a * op_b)]
-        sums = [(self.addend, self.sum)] + ([(self.addend2, self.sum2)] if self._adders == 2 else [])
+        sums = [(self.addend, self.sum)] + [(getattr(self, f"addend{k}"), getattr(self, f"sum{k}"))
+                                            for k in range(2, self._adders + 1)]
         if self._int4:
             value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
             carry = int4_q & product[8]

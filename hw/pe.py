@@ -11,18 +11,19 @@ stage 0 (cycle T-1, from ``*_next`` = what ``*_in`` will hold in cycle T, i.e. t
   T-1 writes that very register (the last preload shift right before the tile's first compute beat).
 stage 1 (cycle T, from ``ctrl_in``): the multiply (product register);
   ``shift``: ``c[!sel] <= d_in``, ``d_out <= c[!sel]`` (old value): the preload / drain chain;
-  ``a_out <= a_in``, ``b_out <= b_in``, ``ctrl_out <= ctrl_in``; the stage-2 write enables / addend masks are
-  decoded here into registers (one-hot, so the OS addend in stage 2 is one AND-OR LUT).
+  ``a_out <= a_in``, ``b_out <= b_in``, ``ctrl_out <= ctrl_in``; the stage-2 write enables are decoded here
+  into registers; OS ``first``: ``c[sel] <= 0`` (the tile's register starts from zero).
 stage 2 (cycle T+1, the same beat one cycle later):
   WS compute: ``psum_out <= psum_in + product`` (``psum_in`` = the PE above's ``psum_out``; 0 at the top).
-  OS compute: ``c[sel] <= (first ? 0 : c[sel]) + product``.
-Each has its own adder on the same product (MAC ``adders=2``): nothing precedes the WS adder, one LUT the OS one.
-The control registers (``ctrl_out``, masks, write enables) carry ``keep``: every PE on an anti-diagonal holds the
+  OS compute: ``c[sel] <= c[sel] + product``.
+Each target has its own adder on the same product (MAC ``adders=3``: psum, c0, c1), so no select or mask precedes
+any adder: a register, the carry chain and the write-enable mux make up the OS accumulate loop.
+The control registers (``ctrl_out``, write enables) carry ``keep``: every PE on an anti-diagonal holds the
 same values, and without it synthesis merges them into one register that drives PEs across the whole chip.
 Output latency: a_out / b_out / ctrl_out / d_out: 1 cycle, psum_out: 2 cycles.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,11 +47,11 @@ assert Dataflow.WS == 0 and Dataflow.OS == 1 and Precision.INT8 == 0 and Precisi
 class PE(wiring.Component):
     """One processing element (see the module docstring)."""
 
-    def __init__(self, acc_width=32, int4=True, dsp=None, early=False):
+    def __init__(self, acc_width=32, int4=True, dsp=None, top_row=True):
+        self._top_row = top_row
         self._acc_width = acc_width
         self._int4 = int4
         self._dsp = dsp
-        self._early = early
         super().__init__({
             "a_in": In(signed(8)),
             "b_in": In(signed(8)),
@@ -61,11 +62,15 @@ class PE(wiring.Component):
             "b_next": In(signed(8)),
             "ctrl_next": In(Control),
             "ctrl_nn": In(Control),
+            "bsel_in": In(4),
+            "clr_in": In(2),
             "a_out": Out(signed(8)),
             "b_out": Out(signed(8)),
             "d_out": Out(signed(acc_width)),
             "psum_out": Out(signed(acc_width)),
             "ctrl_out": Out(Control),
+            "bsel_out": Out(4),
+            "clr_out": Out(2),
         })
 
     def elaborate(self, platform):
@@ -73,7 +78,7 @@ class PE(wiring.Component):
 
         m = Module()
         W = self._acc_width
-        m.submodules.mac = mac = MAC(W, self._int4, self._dsp, adders=2)
+        m.submodules.mac = mac = MAC(W, self._int4, self._dsp, adders=3)
         c = [Signal(signed(W), name=f"c{i}") for i in range(2)]
         ci, cq, cn = self.ctrl_in, self.ctrl_out, self.ctrl_next
 
@@ -84,14 +89,15 @@ class PE(wiring.Component):
             byp = ~os_ & prev.shift & (prev.sel != nxt.sel)
             return [os_, byp, ~os_ & ~byp & nxt.sel, ~os_ & ~byp & ~nxt.sel]
 
-        if self._early:
-            # ``ctrl_nn`` is what ``ctrl_next`` holds next cycle: decode a cycle early into registers, so that
-            # only an AND-OR lies between registers and the DSP's B input (reset values = decode of reset state)
-            sel_b = [Signal(name=n, init=v, attrs={"keep": 1})
-                     for n, v in (("bsel_os", 0), ("bsel_byp", 0), ("bsel_c1", 0), ("bsel_c0", 1))]
-            m.d.sync += [r.eq(v) for r, v in zip(sel_b, decode(cn, self.ctrl_nn))]
-        else:
-            sel_b = decode(ci, cn)
+        # The selects live in registers, so that only an AND-OR lies between registers and the DSP's B input
+        # (reset values = decode of the reset state). A top-row PE decodes them a cycle early from ``ctrl_nn``
+        # (what ``ctrl_next`` holds next cycle); below, they only depend on the beat pair, which reached the PE
+        # above one cycle earlier: copy its registers (``bsel_in``), a register-to-register hop between neighbours.
+        sel_b = [Signal(name=n, init=v, attrs={"keep": 1})
+                 for n, v in (("bsel_os", 0), ("bsel_byp", 0), ("bsel_c1", 0), ("bsel_c0", 1))]
+        nxt_sel = decode(cn, self.ctrl_nn) if self._top_row else [self.bsel_in[k] for k in range(4)]
+        m.d.sync += [r.eq(v) for r, v in zip(sel_b, nxt_sel)]
+        m.d.comb += self.bsel_out.eq(Cat(*sel_b))
         srcs = [self.b_next, self.d_in[0:8], c[1][0:8], c[0][0:8]]
         operand_b = Signal(signed(8))
         m.d.comb += operand_b.eq(
@@ -115,31 +121,39 @@ class PE(wiring.Component):
             with m.Else():
                 m.d.sync += [c[1].eq(self.d_in), self.d_out.eq(c[1])]
         is_os = ci.dataflow == Dataflow.OS
-        # the OS addend masks drive W AND-OR LUTs: one register copy per nibble keeps each net short
-        G = 4
-        groups = range(0, W, G)
-        mask_c0 = [Signal(name=f"mask_c0_{g // G}", attrs={"keep": 1}) for g in groups]
-        mask_c1 = [Signal(name=f"mask_c1_{g // G}", attrs={"keep": 1}) for g in groups]
+        # OS ``first``: the tile's register is cleared at the end of this stage, so that stage 2 always adds to it
+        # and no addend select sits in front of the adder. Safe: the register's previous tile was drained before
+        # this beat (H3), and no other write reaches it in this cycle (the beat before belongs to a tile of the
+        # other ``sel``; a shift writes c[!sel]). The clear lives in registers, one per byte, set a cycle ahead:
+        # decoded from ``ctrl_next`` in the top row, copied from the PE above elsewhere (like the B selects). It is
+        # written last below (priority over the other writes, which it never meets), so that it maps onto the
+        # flip-flops' synchronous reset instead of a LUT in front of them.
+        os_first = cn.compute & (cn.dataflow == Dataflow.OS) & cn.first
+        clears = []
+        for k in range(2):
+            nxt_clr = (os_first & (cn.sel == k)) if self._top_row else self.clr_in[k]
+            for lo in range(0, W, 8):
+                clr = Signal(name=f"clr_c{k}_{lo // 8}", attrs={"keep": 1})
+                m.d.sync += clr.eq(nxt_clr)
+                clears.append((clr, c[k][lo:min(lo + 8, W)]))
+                if lo == 0:
+                    m.d.comb += self.clr_out[k].eq(clr)
         we_c0, we_c1, we_psum = (Signal(name=n, attrs={"keep": 1}) for n in ("we_c0", "we_c1", "we_psum"))
-        m.d.sync += [r.eq(is_os & ~ci.first & ~ci.sel) for r in mask_c0]
-        m.d.sync += [r.eq(is_os & ~ci.first & ci.sel) for r in mask_c1]
         m.d.sync += [
             we_c0.eq(ci.compute & is_os & ~ci.sel), we_c1.eq(ci.compute & is_os & ci.sel),
             we_psum.eq(ci.compute & ~is_os),
         ]
 
-        # stage 2: two adders on the same product, so that no addend select precedes the WS adder and the OS
-        # addend is one LUT (an AND-OR of the two registers with their one-hot masks; both 0 on ``first``)
-        m.d.comb += [
-            mac.addend.eq(self.psum_in),
-            mac.addend2.eq(Cat(*((c[0][g:g + G] & m0.replicate(len(c[0][g:g + G])))
-                                 | (c[1][g:g + G] & m1.replicate(len(c[1][g:g + G])))
-                                 for g, m0, m1 in zip(groups, mask_c0, mask_c1)))),
-        ]
+        # stage 2: three adders on the same product, so that nothing precedes any of them: WS psum_in + product,
+        # OS c0 + product, OS c1 + product
+        m.d.comb += [mac.addend.eq(self.psum_in), mac.addend2.eq(c[0]), mac.addend3.eq(c[1])]
         with m.If(we_psum):
             m.d.sync += self.psum_out.eq(mac.sum)
         with m.If(we_c0):
             m.d.sync += c[0].eq(mac.sum2)
         with m.If(we_c1):
-            m.d.sync += c[1].eq(mac.sum2)
+            m.d.sync += c[1].eq(mac.sum3)
+        for clr, part in clears:
+            with m.If(clr):
+                m.d.sync += part.eq(0)
         return m

@@ -2,12 +2,14 @@
 """Resource and Fmax sweep of the systolic array over array sizes and precisions (ECP5-85F by default).
 
     python scripts/synth_sweep.py --sizes 2,4,8,16 --precisions int8,int4 --out build/synth_sweep
+    python scripts/synth_sweep.py --sizes 8 --precisions int8 --seeds 1,2,3,4   # placement spread of one size
 
-Runs ``cdmqta.synth.flow.synthesize_config`` once per (size, precision), one after the other (the tools are
+Runs ``cdmqta.synth.flow.synthesize_config`` once per (size, precision, seed), one after the other (the tools are
 single-threaded; sequential runs keep a shared machine usable), and writes after every run:
 
 * ``sweep.json``  -- list of result dicts (see ``cdmqta synth --json``), failed runs with an ``error`` key,
-* ``sweep.md``    -- markdown table: size, precision, LUT, FF, DSP, DSP/MAC, BRAM, Fmax, critical path,
+* ``sweep.md``    -- markdown table: size, precision, seed, LUT, FF, DSP, DSP/MAC, BRAM, Fmax, critical path
+                     (with several seeds, also a summary: min / median / max Fmax per size and precision),
 * ``sweep.png``   -- Fmax and LUT / DSP vs array size, one line per precision.
 
 "int8" builds the array without the INT4 mode (``int4=False``), "int4" with it (the INT8+INT4 array).
@@ -42,20 +44,39 @@ def _size(text):
 
 
 def markdown_table(results):
-    head = ("| size | precision | LUT | FF | DSP | DSP/MAC | LUT mult. | BRAM | Fmax (MHz) | critical path |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    head = ("| size | precision | seed | LUT | FF | DSP | DSP/MAC | LUT mult. | BRAM | Fmax (MHz) | critical path |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     lines = []
     for r in results:
         size = f"{r['rows']}x{r['cols']}"
         prec = r["precision"]
         if "error" in r:
-            lines.append(f"| {size} | {prec} | - | - | - | - | - | - | - | failed: {r['error'][:80]} |")
+            lines.append(f"| {size} | {prec} | {r.get('seed', '-')} | - | - | - | - | - | - | - | "
+                         f"failed: {r['error'][:80]} |")
             continue
         cp = r.get("critical_path") or {}
         path = f"`{cp.get('from')}` -> `{cp.get('to')}` ({cp.get('delay_ns', 0):.2f} ns)" if cp else "-"
-        lines.append(f"| {size} | {prec} | {r['lut']} | {r['ff']} | {r['dsp']} | {r['dsp_per_mac']:.2f} | "
+        lines.append(f"| {size} | {prec} | {r.get('seed', '-')} | {r['lut']} | {r['ff']} | {r['dsp']} | "
+                     f"{r['dsp_per_mac']:.2f} | "
                      f"{r.get('lut_multipliers', 0)} | {r['bram']} | {r['fmax_mhz']:.1f} | {path} |")
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + seed_summary(results)
+
+
+def seed_summary(results):
+    """Min / median / max Fmax over seeds per (size, precision), when some size ran with more than one seed."""
+    groups = {}
+    for r in results:
+        if "error" not in r:
+            groups.setdefault((r["rows"], r["cols"], r["precision"]), []).append(r["fmax_mhz"])
+    if all(len(v) < 2 for v in groups.values()):
+        return ""
+    out = ["", "| size | precision | seeds | Fmax min | median | max (MHz) |", "|---|---|---:|---:|---:|---:|"]
+    for (rows, cols, prec), fs in groups.items():
+        fs = sorted(fs)
+        mid = len(fs) // 2
+        med = fs[mid] if len(fs) % 2 else (fs[mid - 1] + fs[mid]) / 2
+        out.append(f"| {rows}x{cols} | {prec} | {len(fs)} | {fs[0]:.1f} | {med:.1f} | {fs[-1]:.1f} |")
+    return "\n".join(out) + "\n"
 
 
 def plot(results, path):
@@ -71,12 +92,20 @@ def plot(results, path):
         ax.set_xscale("log", base=2)
         ax.minorticks_off()
     for prec, marker, color in (("int8", "o", "tab:blue"), ("int4", "s", "tab:orange")):
-        rs = sorted((r for r in ok if r["precision"] == prec), key=lambda r: r["macs"])
-        if not rs:
+        by_size = {}
+        for r in ok:
+            if r["precision"] == prec:
+                by_size.setdefault(r["macs"], []).append(r)
+        if not by_size:
             continue
-        macs = [r["macs"] for r in rs]
+        macs = sorted(by_size)
+        rs = [by_size[x][0] for x in macs]
         labels = [f"{r['rows']}x{r['cols']}" for r in rs]
-        ax_f.plot(macs, [r["fmax_mhz"] for r in rs], marker=marker, color=color, label=prec)
+        # several seeds of one size: the median, with the min..max range as an error bar
+        fs = [sorted(r["fmax_mhz"] for r in by_size[x]) for x in macs]
+        med = [f[len(f) // 2] if len(f) % 2 else (f[len(f) // 2 - 1] + f[len(f) // 2]) / 2 for f in fs]
+        ax_f.errorbar(macs, med, yerr=[[m - f[0] for m, f in zip(med, fs)], [f[-1] - m for m, f in zip(med, fs)]],
+                      marker=marker, color=color, label=prec, capsize=3)
         ax_r.plot(macs, [r["lut"] for r in rs], marker=marker, color=color, label=f"LUT ({prec})")
         ax_r.plot(macs, [r["dsp"] for r in rs], marker=marker, color=color, linestyle="--", label=f"DSP ({prec})")
         ax_f.set_xticks(macs, labels)
@@ -98,7 +127,8 @@ def plot(results, path):
 
 def main(argv=None):
     from cdmqta.hw.config import QTAConfig
-    from cdmqta.synth.flow import DSP_MODES, ROUTERS, TARGETS, ToolError, stop_tools_on_sigterm, synthesize_config
+    from cdmqta.synth.flow import (DSP_MODES, FLOORPLANS, ROUTERS, TARGETS, ToolError, stop_tools_on_sigterm,
+                                   synthesize_config)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="2,4,8,16", help="comma-separated N (NxN) or RxC sizes (default: 2,4,8,16)")
@@ -107,11 +137,14 @@ def main(argv=None):
     p.add_argument("--target", default="ecp5-85f", help=f"one of {', '.join(TARGETS)} (default: ecp5-85f)")
     p.add_argument("--top", default="array", choices=("array", "accel"), help="what to synthesize (default: array)")
     p.add_argument("--freq", type=float, default=None, help="nextpnr clock constraint in MHz (default: target's)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: 1)")
+    p.add_argument("--seeds", default="1",
+                   help="comma-separated nextpnr placement seeds, one run per seed (default: 1)")
     p.add_argument("--dsp", default="auto", choices=DSP_MODES,
                    help="multipliers (see cdmqta synth --dsp; default auto = MULT18X18D instances on ECP5)")
     p.add_argument("--router", default="auto", choices=ROUTERS,
                    help="nextpnr router (see cdmqta synth --router; default auto = router2 on ECP5)")
+    p.add_argument("--floorplan", default="auto", choices=FLOORPLANS,
+                   help="DSP floorplan (see cdmqta synth --floorplan; default auto = PE multipliers in array order)")
     p.add_argument("--out", default="build/synth_sweep", help="output directory (default: build/synth_sweep)")
     args = p.parse_args(argv)
 
@@ -120,16 +153,20 @@ def main(argv=None):
             raise ValueError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
         sizes = [_size(s) for s in _parse_list(args.sizes, "sizes")]
         precisions = _parse_list(args.precisions, "precisions", ("int8", "int4"))
+        seeds = _parse_list(args.seeds, "seeds")
+        if not all(s.isdigit() for s in seeds):
+            raise ValueError(f"--seeds {args.seeds!r}: seeds are non-negative integers")
+        seeds = [int(s) for s in seeds]
         for rows, cols in sizes:
             QTAConfig(rows=rows, cols=cols)
     except ValueError as exc:
         p.error(str(exc))
     os.makedirs(args.out, exist_ok=True)
     with stop_tools_on_sigterm():
-        return _sweep(args, sizes, precisions)
+        return _sweep(args, sizes, precisions, seeds)
 
 
-def _sweep(args, sizes, precisions):
+def _sweep(args, sizes, precisions, seeds):
     from cdmqta.hw.config import QTAConfig
     from cdmqta.synth.flow import ToolError, synthesize_config
 
@@ -137,25 +174,28 @@ def _sweep(args, sizes, precisions):
     t0 = time.monotonic()
     for rows, cols in sizes:
         for prec in precisions:
-            tag = f"{rows}x{cols}_{prec}"
-            print(f"=== {tag} ({time.monotonic() - t0:.0f}s elapsed)", file=sys.stderr, flush=True)
-            config = QTAConfig(rows=rows, cols=cols, int4=(prec == "int4"))
-            try:
-                r = synthesize_config(config, top=args.top, target=args.target, freq_mhz=args.freq, seed=args.seed,
-                                      dsp=args.dsp, router=args.router, workdir=os.path.join(args.out, "work", tag))
-            except ToolError as exc:
-                r = {"rows": rows, "cols": cols, "macs": rows * cols, "target": args.target,
-                     "error": f"{exc.stage}: " + " / ".join(exc.lines[-3:])}
-                print(f"    failed: {r['error']}", file=sys.stderr)
-            r["precision"] = prec
-            r.pop("utilization", None)
-            results.append(r)
-            with open(os.path.join(args.out, "sweep.json"), "w") as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-                f.write("\n")
-            with open(os.path.join(args.out, "sweep.md"), "w") as f:
-                f.write(markdown_table(results))
-            plot(results, os.path.join(args.out, "sweep.png"))
+            for seed in seeds:
+                tag = f"{rows}x{cols}_{prec}" + (f"_s{seed}" if len(seeds) > 1 else "")
+                print(f"=== {tag} ({time.monotonic() - t0:.0f}s elapsed)", file=sys.stderr, flush=True)
+                config = QTAConfig(rows=rows, cols=cols, int4=(prec == "int4"))
+                try:
+                    r = synthesize_config(config, top=args.top, target=args.target, freq_mhz=args.freq, seed=seed,
+                                          dsp=args.dsp, router=args.router, floorplan=args.floorplan,
+                                          workdir=os.path.join(args.out, "work", tag))
+                except ToolError as exc:
+                    r = {"rows": rows, "cols": cols, "macs": rows * cols, "target": args.target,
+                         "error": f"{exc.stage}: " + " / ".join(exc.lines[-3:])}
+                    print(f"    failed: {r['error']}", file=sys.stderr)
+                r["precision"] = prec
+                r["seed"] = seed
+                r.pop("utilization", None)
+                results.append(r)
+                with open(os.path.join(args.out, "sweep.json"), "w") as f:
+                    json.dump(results, f, indent=2, sort_keys=True)
+                    f.write("\n")
+                with open(os.path.join(args.out, "sweep.md"), "w") as f:
+                    f.write(markdown_table(results))
+                plot(results, os.path.join(args.out, "sweep.png"))
     print(markdown_table(results))
     return 0
 

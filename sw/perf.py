@@ -31,7 +31,7 @@ COMPUTE is accepted), ``beats`` = m (WS) or ceil(k / pack) (OS),
 (the drain of the previous OS tile and the preload of the next WS tile share the same shift beats), ``h_i`` = 1
 after an OS window that ended on a compute beat (hazard H2: no shift right after it); a WS tile after an OS tile
 waits for the drain beats (hw/controller.py never writes WS and drained rows in one cycle) while the next preload
-shares them; ``tail`` = the drain beats of a last OS tile (+1 if H2) and ``latency = R + C + 4`` (the array's R + C + 1 plus issue,
+shares them; ``tail`` = the drain beats of a last OS tile (+1 if H2) and ``latency = R + C + 5`` (the array's R + C + 2 plus issue,
 accumulator write and completion).
 
 Relation of the two (verif/test_perf.py, ``scripts/validate_cycle_model.py --analytic``): :func:`sequence_cycles`
@@ -54,6 +54,7 @@ import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from ..hw.array import array_latency
 from ..hw.config import chain_lanes
 
 __all__ = ["ArrayTiming", "Tiling", "GemmCost", "DESIGNS", "DATAFLOWS", "ideal_cycles", "sequence_cycles",
@@ -72,9 +73,9 @@ class ArrayTiming:
     model encodes controller timing.
 
     latency_extra   cycles from the last beat's issue to the COMPUTE's completion = rows + cols + latency_extra:
-                    hw/array.py's LATENCY = R + C + 1, plus (hw/controller.py) 1 cycle from issue into the array,
+                    hw/array.py's LATENCY = R + C + 2, plus (hw/controller.py) 1 cycle from issue into the array,
                     1 to write the row into the accumulator memory, 2 more until the COMPUTE counts as completed
-                    (R + C + 4 in all). The fill/drain of the pipeline, paid once per tile sequence (GEMM).
+                    (R + C + 5 in all). The fill/drain of the pipeline, paid once per tile sequence (GEMM).
     issue           cycles from a GEMM's first COMPUTE command to its first beat (decode, scratchpad read).
     tile_gap        bubble beats the controller inserts between consecutive tiles (minimum tile spacing - 1).
     os_guard        H2: after an OS tile the next window's first beat cannot shift.
@@ -86,7 +87,7 @@ class ArrayTiming:
                     preload of k lanes takes ceil(k / lanes) shift beats, a drain of m rows ceil(m / lanes).
     """
 
-    latency_extra: int = 4
+    latency_extra: int = 5
     issue: int = 0
     tile_gap: int = 0
     os_guard: int = 1
@@ -396,7 +397,7 @@ def program_cycles(program, config, state=()):
     same scratchpad / accumulator rows or host words, until their completion becomes visible), the load unit
     (r + 3 cycles per LOAD), the store unit (r + 1 per STORE, results r + 5 later), and the execute unit's window
     logic (compute beats, preload shifts and OS drain shifts of hw/controller.py's ExecuteUnit, hazard H2, eager
-    drain), with results landing ``R + C + 1`` (array LATENCY) + ``RESULT`` cycles after their beat. Quiet
+    drain), with results landing ``R + C + 2`` (array LATENCY) + ``RESULT`` cycles after their beat. Quiet
     stretches (a tile streaming, units waiting) are skipped, so the cost is about one step per event."""
     program = list(program)
     key = None
@@ -419,7 +420,7 @@ _SKIP = True      # skip quiet stretches (verif/test_perf.py checks that it chan
 def _simulate(cmds, config, state):
     from ..hw.isa import Op, Precision
 
-    lat = config.rows + config.cols + 1     # hw/array.py LATENCY
+    lat = array_latency(config.rows, config.cols)     # hw/array.py LATENCY
     if not cmds:
         return 0
     prec = Precision.INT8

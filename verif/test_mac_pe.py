@@ -120,6 +120,7 @@ def test_pe_ws_and_os(precision):
         out = {}
         for t, (a, b, d, c) in enumerate(beats):
             na, nb, _, nc = beats[t + 1] if t + 1 < len(beats) else idle
+            nnc = beats[t + 2][3] if t + 2 < len(beats) else idle[3]
             ctx.set(dut.a_in, a)
             ctx.set(dut.b_in, b)
             ctx.set(dut.d_in, d)
@@ -127,6 +128,7 @@ def test_pe_ws_and_os(precision):
             ctx.set(dut.a_next, na)
             ctx.set(dut.b_next, nb)
             ctx.set(dut.ctrl_next, nc)
+            ctx.set(dut.ctrl_nn, nnc)
             ctx.set(dut.psum_in, psum_at.get(t, 0))
             await ctx.tick()
             out[t] = (ctx.get(dut.psum_out), ctx.get(dut.d_out))
@@ -216,8 +218,8 @@ def test_schedule_cycles_and_hazard_check():
     from cdmqta.hw.array_schedule import Beat, check, gemm_tiles, ideal_cycles
 
     a = [[1] * 64 for _ in range(64)]
-    for df, lanes, expect in (("ws", 1, 4096 + 8 + 17), ("os", 1, 4096 + 1 + 8 + 17),
-                              ("ws", 2, 4096 + 4 + 17), ("os", 2, 4096 + 1 + 4 + 17)):
+    for df, lanes, expect in (("ws", 1, 4096 + 8 + 18), ("os", 1, 4096 + 1 + 8 + 18),
+                              ("ws", 2, 4096 + 4 + 18), ("os", 2, 4096 + 1 + 4 + 18)):
         tiles, _ = gemm_tiles(a, a, 8, 8, df)
         assert schedule(tiles, 8, 8, lanes).cycles == expect
     # a tall short tile: K = 5 of 8 rows streamed 5 beats per tile; 2 lanes hide the 8-row drain (4 shifts)
@@ -225,8 +227,8 @@ def test_schedule_cycles_and_hazard_check():
     b5 = [[1] * 8 for _ in range(5)]
     tiles = [Tile("os", "int8", a5, b5) for _ in range(10)]
     # 1 lane: tile 0 (5 beats), window 1: H2 bubble + 8 drain shifts, windows 2..9 and the tail: 8 shifts each
-    assert schedule(tiles, 8, 8, 1).cycles == 5 + 9 + 8 * 8 + 8 + 17
-    assert schedule(tiles, 8, 8, 2).cycles == 5 * 10 + 1 + 4 + 17
+    assert schedule(tiles, 8, 8, 1).cycles == 5 + 9 + 8 * 8 + 8 + 18
+    assert schedule(tiles, 8, 8, 2).cycles == 5 * 10 + 1 + 4 + 18
     assert ideal_cycles(64, 64, 64, 8, 8) == 4096
     # WS after OS: the drain rides on the WS tile's beats except its first one (H2)
     t_os = Tile("os", "int8", [[1, 2], [3, 4]], [[1, 0], [0, 1]])

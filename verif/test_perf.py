@@ -16,13 +16,13 @@ T1 = P.ArrayTiming(lanes=1)     # a one-lane shift chain (QTAConfig(shift_lanes=
 
 
 def test_single_tile_1x1_array():
-    # 1x1 array: last beat to completion = R + C + 4 = 6 (array LATENCY R + C + 1, issue, write, completion).
+    # 1x1 array: last beat to completion = R + C + 5 = 7 (array LATENCY R + C + 2, issue, write, completion).
     # WS: 1 preload shift (in the cycle the PRELOAD is accepted), the COMPUTE accepted a cycle later, 1 compute
-    # beat, +6 = 9.
-    assert P.sequence_cycles([("ws", 1, 1)], 1, 1, T0) == 2 + 1 + 6
+    # beat, +7 = 10.
+    assert P.sequence_cycles([("ws", 1, 1)], 1, 1, T0) == 2 + 1 + 7
     # OS: the COMPUTE's first beat a cycle after it is accepted, 1 compute beat, then (H2 guard) 1 bubble + 1 drain
-    # shift, +6 = 10.
-    assert P.sequence_cycles([("os", 1, 1)], 1, 1, T0) == 1 + 1 + 1 + 1 + 6
+    # shift, +7 = 11.
+    assert P.sequence_cycles([("os", 1, 1)], 1, 1, T0) == 1 + 1 + 1 + 1 + 7
 
 
 def test_1x1_array_gemm_is_ideal_plus_one_fill_and_drain():
@@ -31,13 +31,13 @@ def test_1x1_array_gemm_is_ideal_plus_one_fill_and_drain():
     assert c.ideal_cycles == m * n * k
     assert c.tiles == n * k
     # the first preload (1 shift, the COMPUTE accepted a cycle later) + the pipeline latency, nothing per tile
-    assert c.compute_cycles == m * n * k + 2 + 6
+    assert c.compute_cycles == m * n * k + 2 + 7
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_single_tile_64x64(lanes):
     R = C = 64
-    lat = R + C + 4
+    lat = R + C + 5
     t = P.ArrayTiming(lanes=lanes)
     # WS: 64 / lanes preload shifts, m=100 beats, latency
     assert P.dataflow_cost(100, 64, 64, "ws", R, C, t).compute_cycles == 64 // lanes + 100 + lat
@@ -51,7 +51,7 @@ def test_single_tile_64x64(lanes):
 
 def test_overlap_hides_preload_and_drain():
     R = C = 8
-    lat = R + C + 4
+    lat = R + C + 5
     # 3 WS tiles of 20 rows, k=8: preload of tiles 2 and 3 ride on the beats of tiles 1 and 2
     assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C, T1) == 8 + 60 + lat
     assert P.sequence_cycles([("ws", 20, 8)] * 3, R, C, T0) == 4 + 60 + lat
@@ -202,17 +202,17 @@ def test_program_cycles_single_tile():
     # command i is dispatched at cycle 2 + i and reaches its queue head 2 cycles later. LOAD 0 accepted at 4,
     # done pulse 4 + 8 + 2 = 14 (visible at 15, the load unit takes the next LOAD at 15); LOAD 1: 15 + 20 + 2 = 37
     # (visible at 38). PRELOAD (waits for LOAD 0) accepted at 15, shifts 16..23; COMPUTE (waits for LOAD 1)
-    # accepted at 38, beats 39..58; its last row is written at 58 + 1 + LATENCY(17) = 76, completed at 78
-    # (visible at 79). STORE accepted at 79, store unit idle from 79 + 20 + 7 = 106; FENCE dispatched at 106, the
-    # run ends (done) at 108.
-    assert P.program_cycles(prog, cfg) == 108
-    assert P.program_cycles(prog[:-1], cfg) == 107
+    # accepted at 38, beats 39..58; its last row is written at 58 + 1 + LATENCY(18) = 77, completed at 79
+    # (visible at 80). STORE accepted at 80, store unit idle from 80 + 20 + 7 = 107; FENCE dispatched at 107, the
+    # run ends (done) at 109.
+    assert P.program_cycles(prog, cfg) == 109
+    assert P.program_cycles(prog[:-1], cfg) == 108
     # the same program with INT4 state from an earlier run: k=8 -> 4 shifts, the COMPUTE still waits for LOAD 1
     int4 = [encode(Op.CONFIG, precision=1)]
-    assert P.program_cycles(prog, cfg, state=int4) == 108
+    assert P.program_cycles(prog, cfg, state=int4) == 109
     # a second LOAD for the preload's weights delays it: the COMPUTE's beats then start after the shifts
     late = prog[:2] + [encode(Op.LOAD, sp_addr=0, rows=8, host_addr=40, host_stride=1)] + prog[2:]
-    assert P.program_cycles(late, cfg) > 108
+    assert P.program_cycles(late, cfg) > 109
 
 
 def test_energy_table():

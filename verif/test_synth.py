@@ -114,6 +114,9 @@ def test_cli_ecp5_2x2_int8(tmp_path, capsys):
     assert abs(1000.0 / r["critical_path"]["delay_ns"] - r["fmax_mhz"]) < 0.05 * r["fmax_mhz"]
     assert {"yosys", "nextpnr"} <= set(r["tools"])
     assert (r["rows"], r["cols"], r["int4"], r["target"]) == (2, 2, False, "ecp5-85f")
+    # the default DSP floorplan pinned the four multipliers, and nextpnr placed them there
+    assert r["floorplan"].startswith("2x2 PE multipliers in array order")
+    assert "Placed 4 cells based on constraints" in (tmp_path / "w" / "nextpnr.log").read_text()
     table = capsys.readouterr().out
     assert "ecp5-85f" in table and f"{r['fmax_mhz']:.1f}" in table
 
@@ -177,7 +180,8 @@ def test_bad_input_one_line_exit_2(argv, needle, tmp_path, capsys):
     assert needle in err and len(err.splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("argv, needle", [(["--dsp", "dsp48"], "--dsp"), (["--router", "router9"], "--router")])
+@pytest.mark.parametrize("argv, needle", [(["--dsp", "dsp48"], "--dsp"), (["--router", "router9"], "--router"),
+                                          (["--floorplan", "manual"], "--floorplan")])
 def test_bad_choice_names_the_option(argv, needle, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["synth", "--workdir", str(tmp_path), *argv])
