@@ -124,20 +124,16 @@ class PE(wiring.Component):
         # OS ``first``: the tile's register is cleared at the end of this stage, so that stage 2 always adds to it
         # and no addend select sits in front of the adder. Safe: the register's previous tile was drained before
         # this beat (H3), and no other write reaches it in this cycle (the beat before belongs to a tile of the
-        # other ``sel``; a shift writes c[!sel]). The clear lives in registers, one per byte, set a cycle ahead:
-        # decoded from ``ctrl_next`` in the top row, copied from the PE above elsewhere (like the B selects). It is
-        # written last below (priority over the other writes, which it never meets), so that it maps onto the
-        # flip-flops' synchronous reset instead of a LUT in front of them.
+        # other ``sel``; a shift writes c[!sel]). The clear lives in a register per stationary register, set a cycle
+        # ahead: decoded from ``ctrl_next`` in the top row, copied from the PE above elsewhere (like the B selects).
+        # It is written last below (priority over the other writes, which it never meets), so that it maps onto the
+        # flip-flops' synchronous reset instead of a LUT in front of them. (One copy per byte shortens the reset
+        # nets but makes Verilator simulate the array about 25 % slower: partial-register writes.)
         os_first = cn.compute & (cn.dataflow == Dataflow.OS) & cn.first
-        clears = []
-        for k in range(2):
-            nxt_clr = (os_first & (cn.sel == k)) if self._top_row else self.clr_in[k]
-            for lo in range(0, W, 8):
-                clr = Signal(name=f"clr_c{k}_{lo // 8}", attrs={"keep": 1})
-                m.d.sync += clr.eq(nxt_clr)
-                clears.append((clr, c[k][lo:min(lo + 8, W)]))
-                if lo == 0:
-                    m.d.comb += self.clr_out[k].eq(clr)
+        clears = [Signal(name=f"clr_c{k}", attrs={"keep": 1}) for k in range(2)]
+        for k, clr in enumerate(clears):
+            m.d.sync += clr.eq((os_first & (cn.sel == k)) if self._top_row else self.clr_in[k])
+        m.d.comb += self.clr_out.eq(Cat(*clears))
         we_c0, we_c1, we_psum = (Signal(name=n, attrs={"keep": 1}) for n in ("we_c0", "we_c1", "we_psum"))
         m.d.sync += [
             we_c0.eq(ci.compute & is_os & ~ci.sel), we_c1.eq(ci.compute & is_os & ci.sel),
@@ -153,7 +149,7 @@ class PE(wiring.Component):
             m.d.sync += c[0].eq(mac.sum2)
         with m.If(we_c1):
             m.d.sync += c[1].eq(mac.sum3)
-        for clr, part in clears:
+        for clr, creg in zip(clears, c):
             with m.If(clr):
-                m.d.sync += part.eq(0)
+                m.d.sync += creg.eq(0)
         return m

@@ -193,3 +193,32 @@ def test_bad_choice_names_the_option(argv, needle, tmp_path, capsys):
 def _quiet():
     from cdmqta.synth.flow import Progress
     return Progress(quiet=True)
+
+
+def _sweep_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "synth_sweep.py"
+    spec = importlib.util.spec_from_file_location("synth_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("argv, needle", [(["--seeds", "1,x"], "--seeds '1,x'"), (["--seeds", ","], "--seeds is empty"),
+                                          (["--sizes", "8x9y"], "bad size '8x9y'")])
+def test_sweep_bad_arguments(argv, needle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _sweep_module().main([*argv, "--out", str(tmp_path)])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_sweep_seed_summary():
+    sweep = _sweep_module()
+    base = {"rows": 8, "cols": 8, "precision": "int8", "lut": 1, "ff": 1, "dsp": 64, "dsp_per_mac": 1.0, "bram": 0}
+    results = [dict(base, seed=s, fmax_mhz=f) for s, f in ((1, 127.8), (2, 131.0), (3, 120.5), (4, 140.0))]
+    table = sweep.markdown_table(results)
+    assert table.count("\n| 8x8 | int8 | ") == 5      # four runs and one summary row
+    assert "| 8x8 | int8 | 4 | 120.5 | 129.4 | 140.0 |" in table
+    assert sweep.seed_summary(results[:1]) == ""       # one seed per size: no summary
