@@ -107,7 +107,8 @@ accepts). WS partial sums for split K (k > rows) are added outside the array (ac
 
 Timing: every PE-to-PE signal is registered. Each MAC is one DSP (ECP5 MULT18X18D: 14x14 signed) with its input
 registers; the product register sits in the DSP (``dsp="ecp5"``) or, the synthesis flow's default on ECP5, in the
-fabric next to the adders (``dsp="ecp5-fp"``), which moves the long DSP-to-fabric route into the multiply stage.
+fabric (``dsp="ecp5-fp"``, one copy next to each of the PE's three adders), which moves the long DSP-to-fabric
+route into the multiply stage.
 The operands are selected one cycle ahead from the PE's look-ahead inputs (the neighbours' inputs, ``*_next``) and
 registered, so an AND-OR and routing precede the multiplier and this adds no latency; the product register is the
 +1 in LATENCY. The B-operand select is one-hot in registers: the top row decodes it a cycle ahead from ``ctrl_nn``,

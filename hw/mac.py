@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["MAC", "DSP_KINDS"]
 
 #: ``dsp`` choices: None = generic ``*``; "ecp5" = MULT18X18D with input and output registers; "ecp5-fp" =
-#: MULT18X18D with input registers only and the product register in the fabric (next to the adders).
+#: MULT18X18D with input registers only and the product register in the fabric (one copy next to each adder).
 DSP_KINDS = (None, "ecp5", "ecp5-fp")
 
 
@@ -44,7 +44,8 @@ class MAC(wiring.Component):
                  registers (same cycle behaviour, no fabric routing around the multiplier; synthesis only:
                  simulators have no model of the primitive; cdmqta.synth.equiv checks it against the generic
                  MAC with a model); "ecp5-fp": MULT18X18D with its input registers, the product register in the
-                 fabric (same cycle behaviour; the DSP -> fabric route moves into the multiply stage).
+                 fabric, one copy per adder (same cycle behaviour; the DSP -> fabric route moves into the multiply
+                 stage).
     """
 
     def __init__(self, acc_width=32, int4=True, dsp=None, adders=1):
@@ -73,6 +74,7 @@ class MAC(wiring.Component):
         op_a = Signal(signed(width))
         op_b = Signal(signed(width))
         product = Signal(signed(2 * width))
+        products = [product] * self._adders     # the product register each adder reads
         int4_op = Signal(attrs={"keep": 1})     # per-PE copies (see the PE's control registers)
         int4_q = Signal(attrs={"keep": 1})
         # operands: packed combinationally, registered (in the DSP when dsp="ecp5")
@@ -105,17 +107,25 @@ class MAC(wiring.Component):
                                          p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK=out_reg, **ports)
             if self._dsp == "ecp5":
                 m.d.comb += product.eq(p[:2 * width])
-            else:
+            elif self._adders == 1:
                 m.d.sync += product.eq(p[:2 * width])
+            else:
+                # one fabric product register per adder (``keep``: not merged), so that each sits at the head of its
+                # adder's carry chain and the route from the DSP's output has a cycle of its own; one register
+                # feeding three 32-bit chains stayed near the DSP and its route to the chains was most of the
+                # 8x8 critical path
+                products = [Signal(signed(2 * width), name=f"product{k}", attrs={"keep": 1})
+                            for k in range(1, self._adders + 1)]
+                m.d.sync += [q.eq(p[:2 * width]) for q in products]
         else:
             m.d.sync += [op_a.eq(pack_a), op_b.eq(pack_b), product.eq(op_a * op_b)]
         sums = [(self.addend, self.sum)] + [(getattr(self, f"addend{k}"), getattr(self, f"sum{k}"))
                                             for k in range(2, self._adders + 1)]
-        if self._int4:
-            value = Mux(int4_q, product[9:18].as_signed(), product[0:16].as_signed())
-            carry = int4_q & product[8]
-        else:
-            value, carry = product[0:16].as_signed(), None
-        for addend, total in sums:
+        for prod, (addend, total) in zip(products, sums):
+            if self._int4:
+                value = Mux(int4_q, prod[9:18].as_signed(), prod[0:16].as_signed())
+                carry = int4_q & prod[8]
+            else:
+                value, carry = prod[0:16].as_signed(), None
             m.d.comb += total.eq(addend + value if carry is None else addend + value + carry)
         return m

@@ -500,9 +500,10 @@ def add_arguments(parser):
                              "arrays in minutes where router1 did not, router1 on iCE40)")
     parser.add_argument("--dsp", default="auto", choices=DSP_MODES,
                         help="multipliers: 'ecp5' = MULT18X18D instances with their input and output registers, "
-                             "'ecp5-fp' = with input registers and the product register in the fabric (both checked "
-                             "against the generic MAC: verif/test_dsp_ecp5.py), 'generic' = Amaranth '*' mapped by "
-                             "yosys; 'auto' (default) = ecp5-fp on ECP5 targets, generic elsewhere")
+                             "'ecp5-fp' = with input registers and the product register in the fabric, one copy "
+                             "per adder (both checked against the generic MAC: verif/test_dsp_ecp5.py), 'generic' = "
+                             "Amaranth '*' mapped by yosys; 'auto' (default) = ecp5-fp on ECP5 targets, generic "
+                             "elsewhere")
     parser.add_argument("--floorplan", default="auto", choices=FLOORPLANS,
                         help="auto (default): on the ECP5-85F, pin each PE's multiplier to a DSP site in array order "
                              "(cdmqta.synth.floorplan) before placement; none: nextpnr places everything")

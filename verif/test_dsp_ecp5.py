@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.rtl,
 
 
 def _exhaustive_mac_body(in_bits, seed):
-    # MAC input bits in port order: a[0:8], b[8:16], int4[16], addend[17:49], addend2[49:81].
+    # MAC input bits in port order: a[0:8], b[8:16], int4[16], addend[17:49], addend2[49:81], addend3[81:113].
     # Every (a, b) pair in INT8 mode, then every one in INT4 mode (every nibble pair), random addends.
     words = -(-in_bits // 32)
     fill = "{" + ", ".join("$random(seed)" for _ in range(words)) + "}"
@@ -31,10 +31,11 @@ def _exhaustive_mac_body(in_bits, seed):
 @pytest.mark.parametrize("dsp", ["ecp5", "ecp5-fp"])
 @pytest.mark.parametrize("int4", [False, True], ids=["int8", "int8+int4"])
 def test_mac_ecp5_exhaustive(tmp_path, int4, dsp):
-    gold, gate = MAC(32, int4, adders=2), MAC(32, int4, dsp=dsp, adders=2)
+    # all three adders (ecp5-fp: one product register each)
+    gold, gate = MAC(32, int4, adders=3), MAC(32, int4, dsp=dsp, adders=3)
 
     def body(in_bits):
-        assert in_bits == 81
+        assert in_bits == 113
         return _exhaustive_mac_body(in_bits, 11)
 
     stats = lockstep(gold, gate, tmp_path, body)
