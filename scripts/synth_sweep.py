@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from statistics import median
 
 
 def _parse_list(text, kind, allowed=None):
@@ -72,10 +73,7 @@ def seed_summary(results):
         return ""
     out = ["", "| size | precision | seeds | Fmax min | median | max (MHz) |", "|---|---|---:|---:|---:|---:|"]
     for (rows, cols, prec), fs in groups.items():
-        fs = sorted(fs)
-        mid = len(fs) // 2
-        med = fs[mid] if len(fs) % 2 else (fs[mid - 1] + fs[mid]) / 2
-        out.append(f"| {rows}x{cols} | {prec} | {len(fs)} | {fs[0]:.1f} | {med:.1f} | {fs[-1]:.1f} |")
+        out.append(f"| {rows}x{cols} | {prec} | {len(fs)} | {min(fs):.1f} | {median(fs):.1f} | {max(fs):.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -102,9 +100,9 @@ def plot(results, path):
         rs = [by_size[x][0] for x in macs]
         labels = [f"{r['rows']}x{r['cols']}" for r in rs]
         # several seeds of one size: the median, with the min..max range as an error bar
-        fs = [sorted(r["fmax_mhz"] for r in by_size[x]) for x in macs]
-        med = [f[len(f) // 2] if len(f) % 2 else (f[len(f) // 2 - 1] + f[len(f) // 2]) / 2 for f in fs]
-        ax_f.errorbar(macs, med, yerr=[[m - f[0] for m, f in zip(med, fs)], [f[-1] - m for m, f in zip(med, fs)]],
+        fs = [[r["fmax_mhz"] for r in by_size[x]] for x in macs]
+        med = [median(f) for f in fs]
+        ax_f.errorbar(macs, med, yerr=[[m - min(f) for m, f in zip(med, fs)], [max(f) - m for m, f in zip(med, fs)]],
                       marker=marker, color=color, label=prec, capsize=3)
         ax_r.plot(macs, [r["lut"] for r in rs], marker=marker, color=color, label=f"LUT ({prec})")
         ax_r.plot(macs, [r["dsp"] for r in rs], marker=marker, color=color, linestyle="--", label=f"DSP ({prec})")
