@@ -1,5 +1,5 @@
 """Amaranth generators of the cdm-qta accelerator (installed as ``cdmqta.hw``)."""
 
-from .config import QTAConfig, ConfigError
+from .config import ConfigError, QTAConfig
 
 __all__ = ["QTAConfig", "ConfigError"]

@@ -77,7 +77,8 @@ Overlap and switching (no drain between tiles, no dataflow barrier)
 ------------------------------------------------------------------
 The shift beats that follow tile i's compute (and carry the flipped sel, i.e. belong to tile i+1's window)
 do two jobs at once: their first ceil(m_i/S) drain tile i if it was OS, their last ceil(k_{i+2}/S) preload tile
-i+2 if it is WS. Per tile window q = max(ceil(m_i/S) [OS], ceil(k_{i+2}/S) [WS]) shifts are needed; they ride on the compute beats of tile i+1
+i+2 if it is WS. Per tile window q = max(ceil(m_i/S) [OS], ceil(k_{i+2}/S) [WS]) shifts are needed; they ride on the
+compute beats of tile i+1
 (except its first beat if tile i was OS, H2); extra shift-only beats (compute=0, sel of tile i+1) are appended
 after tile i+1's compute beats when tile i+1 is shorter. A sequence of tiles costs
   sum_i max(beats_i, q_i [+1 if tile i-1 was OS]) + LATENCY
@@ -248,8 +249,10 @@ class Array(wiring.Component):
             m.d.comb += [
                 self.ws_row[j].eq(delay(bottom[j].psum_out, C - 1 - j, f"ws_deskew{j}")),
             ]
-            for u in range(S):      # drain lane u: row R-1-u, whose d_out is u cycles early
-                m.d.comb += self.drain_row[u * C + j].eq(delay(pes[R - 1 - u][j].d_out, C - j + u, f"drain_deskew{u}_{j}"))
+            for u in range(S):  # drain lane u: row R-1-u, whose d_out is u cycles early
+                m.d.comb += self.drain_row[u * C + j].eq(
+                    delay(pes[R - 1 - u][j].d_out, C - j + u, f"drain_deskew{u}_{j}")
+                )
 
         # busy / cycle counter: a beat is in flight for `latency` cycles after it enters
         inflight = Signal(range(self.latency + 1))

@@ -18,9 +18,10 @@ S*C lanes (lane s of the chain at [s*C, (s+1)*C)).
 from dataclasses import dataclass, field
 
 from .config import chain_lanes
+from .isa import pack_int4 as isa_pack_int4
 
 __all__ = ["Tile", "Beat", "Output", "Schedule", "schedule", "simulate", "pack_int4", "gemm_tiles",
-           "assemble", "beat_word", "BEAT_CTRL_FIELDS", "ideal_cycles"]
+           "assemble", "beat_word", "BEAT_CTRL_FIELDS", "ideal_cycles", "sign_extend", "mac_reference"]
 
 WS, OS = "ws", "os"
 INT8, INT4 = "int8", "int4"
@@ -34,12 +35,11 @@ def _rows(x):
 
 
 def pack_int4(lo, hi):
-    """Two signed INT4 values as one signed 8-bit lane (low nibble = even k)."""
+    """Two signed INT4 values as one signed 8-bit lane (:func:`cdmqta.hw.isa.pack_int4`, read as a signed byte)."""
     for v in (lo, hi):
         if not -8 <= v <= 7:
             raise ValueError(f"INT4 value {v} out of range [-8, 7]")
-    byte = ((hi & 0xF) << 4) | (lo & 0xF)
-    return byte - 256 if byte & 0x80 else byte
+    return sign_extend(isa_pack_int4(lo, hi), 8)
 
 
 @dataclass
@@ -247,15 +247,17 @@ def check(beats, rows, cols):
             raise ValueError(f"hazard H2 at beat {c}: shift right after an OS compute beat of the other sel")
 
 
-def _sx(v, bits):
+def sign_extend(v, bits):
+    """``v`` mod 2**bits read as a signed ``bits``-bit number."""
     v &= (1 << bits) - 1
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def _mac(a, b, int4):
+def mac_reference(a, b, int4):
+    """What one MAC adds for lanes ``a``, ``b`` (signed bytes): ``a*b`` (INT8) or ``a_lo*b_lo + a_hi*b_hi`` (INT4)."""
     if not int4:
         return a * b
-    return _sx(a, 4) * _sx(b, 4) + _sx(a >> 4, 4) * _sx(b >> 4, 4)
+    return sign_extend(a, 4) * sign_extend(b, 4) + sign_extend(a >> 4, 4) * sign_extend(b >> 4, 4)
 
 
 def simulate(beats, rows, cols, acc_width=32, lanes=2):
@@ -268,13 +270,20 @@ def simulate(beats, rows, cols, acc_width=32, lanes=2):
     for bt in beats:
         cur, shadow = c[bt.sel], c[1 - bt.sel]
         if bt.compute and bt.dataflow == 0:
-            ws_rows.append([_sx(sum(_mac(bt.a[i], _sx(cur[i][j], 8), bt.precision) for i in range(R)), acc_width)
-                            for j in range(C)])
+            ws_rows.append(
+                [
+                    sign_extend(
+                        sum(mac_reference(bt.a[i], sign_extend(cur[i][j], 8), bt.precision) for i in range(R)),
+                        acc_width,
+                    )
+                    for j in range(C)
+                ]
+            )
         elif bt.compute:
             for i in range(R):
                 for j in range(C):
                     base = 0 if bt.first else cur[i][j]
-                    cur[i][j] = _sx(base + _mac(bt.a[i], bt.b[j], bt.precision), acc_width)
+                    cur[i][j] = sign_extend(base + mac_reference(bt.a[i], bt.b[j], bt.precision), acc_width)
         if bt.shift:
             drain_rows.append([v for u in range(S) for v in shadow[R - 1 - u]])
             for i in range(R - 1, S - 1, -1):

@@ -8,15 +8,17 @@ field, the value and the allowed range.
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-__all__ = ["QTAConfig", "ConfigError", "DATAFLOWS", "PRECISIONS", "chain_lanes"]
+from cdmqta.errors import InputError
+
+__all__ = ["QTAConfig", "ConfigError", "DATAFLOWS", "PRECISIONS", "PRESETS", "chain_lanes"]
 
 DATAFLOWS = ("ws", "os")
 PRECISIONS = ("int8", "int4")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration value (the message names field, value and allowed range)."""
 
 
@@ -59,6 +61,9 @@ class QTAConfig:
                         dimension 40 on 64 rows) still hides its preload / drain. 2 costs one extra acc_width
                         register per PE (the chain skips a row), a fourth scratchpad read port and a second
                         accumulator write port.
+    queue_depth      -- depth of each of the controller's three unit queues (load, execute, store), 2..64.
+    in_flight        -- commands of one kind the scoreboard tracks in flight (a power of two, 2..64); dispatch
+                        waits while that many are in flight.
     """
 
     rows: int = 8
@@ -73,6 +78,8 @@ class QTAConfig:
     acc_banks: int = 2
     host_addr_width: int = 24
     shift_lanes: int = 2
+    queue_depth: int = 8
+    in_flight: int = 16
 
     def __post_init__(self):
         _check_int("rows", self.rows, 1, 128)
@@ -91,12 +98,19 @@ class QTAConfig:
             _check_int("acc_width", self.acc_width, max(32, needed), 40)
         _check_int("sp_rows", self.sp_rows, 16, 1 << 16)
         _check_int("acc_rows", self.acc_rows, 16, 1 << 16)
-        for name, banks, depth in (("sp_banks", self.sp_banks, self.sp_rows), ("acc_banks", self.acc_banks, self.acc_rows)):
+        for name, banks, depth in (
+            ("sp_banks", self.sp_banks, self.sp_rows),
+            ("acc_banks", self.acc_banks, self.acc_rows),
+        ):
             _check_int(name, banks, 1, 64)
             if not _is_pow2(banks) or depth % banks:
                 raise ConfigError(f"{name}={banks} must be a power of two that divides the depth ({depth})")
         _check_int("host_addr_width", self.host_addr_width, 8, 32)
         _check_int("shift_lanes", self.shift_lanes, 1, 2)
+        _check_int("queue_depth", self.queue_depth, 2, 64)
+        _check_int("in_flight", self.in_flight, 2, 64)
+        if not _is_pow2(self.in_flight):
+            raise ConfigError(f"in_flight={self.in_flight} must be a power of two")
 
     @staticmethod
     def required_acc_width(max_k):
@@ -153,3 +167,17 @@ class QTAConfig:
         if not isinstance(d, dict):
             raise ConfigError("config JSON must be an object")
         return cls.from_dict(d)
+
+
+#: Named configurations shared by the RTL regression, the validation scripts and the benchmarks (one home for
+#: them): the default 8x8; a non-square 8x4 with small memories (operands beyond its 512-row scratchpad are
+#: reloaded); a 7x5 with odd rows (two shift-chain lanes of unequal length) and one accumulator bank of odd depth;
+#: a 5x3 with a one-lane shift chain.
+PRESETS = {
+    "8x8": QTAConfig(rows=8, cols=8),
+    "8x4": QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2, host_addr_width=16),
+    "7x5": QTAConfig(rows=7, cols=5, sp_rows=512, sp_banks=2, acc_rows=255, acc_banks=1, host_addr_width=16),
+    "5x3s1": QTAConfig(rows=5, cols=3, sp_rows=256, sp_banks=2, acc_rows=128, acc_banks=2, host_addr_width=16,
+                       shift_lanes=1),
+}
+

@@ -6,7 +6,7 @@ the same cycle:
     read:  ``rd_en``, ``rd_addr`` at cycle t -> ``rd_data`` at cycle t+1 (fixed latency 1, no stall).
     write: ``wr_en``, ``wr_addr``, ``wr_data`` -- written at the end of the cycle.
 
-Both units take one command at a time on a valid/ready port (``cmd_valid`` / ``cmd_ready`` / ``cmd``; the payload
+Both units take one command at a time on a ``stream.Signature`` port ``cmd`` (valid / ready / payload; the payload
 is held until accepted), move one row per cycle, and pulse ``done`` once per completed command, in order.
 
 LoadUnit (:data:`LoadCmd`): host rows ``host_addr + r * host_stride`` (r < rows) into scratchpad rows
@@ -27,10 +27,11 @@ carries each row's configuration).
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .epilogue import Epilogue, EpilogueConfig
+from .memories import read_port_signature
 
 __all__ = ["host_port_signature", "LoadCmd", "StoreCmd", "LoadUnit", "StoreUnit"]
 
@@ -59,7 +60,7 @@ class LoadUnit(wiring.Component):
         self._lanes, self._cols, self._aw = lanes, cols, acc_width
         acc_row = data.ArrayLayout(signed(acc_width), cols)
         super().__init__({
-            "cmd_valid": In(1), "cmd_ready": Out(1), "cmd": In(LoadCmd(host_addr_width)),
+            "cmd": In(stream.Signature(LoadCmd(host_addr_width))),
             "done": Out(1), "busy": Out(1),
             "host": Out(host_port_signature(lanes, host_addr_width)),
             "sp_w_en": Out(1), "sp_w_addr": Out(sp_addr_width), "sp_w_data": Out(8 * lanes),
@@ -68,8 +69,8 @@ class LoadUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, cols, aw = self._lanes, self._cols, self._aw
-        cmd = Signal.like(self.cmd)
+        lanes, cols = self._lanes, self._cols
+        cmd = Signal.like(self.cmd.payload)
         issued = Signal(17)          # rows whose host read has been issued
         written = Signal(17)         # rows handed to their memory
         active = Signal()
@@ -81,16 +82,16 @@ class LoadUnit(wiring.Component):
         m.submodules.acc_queue = q
         in_flight = Signal()         # a host read issued in the previous cycle (to_acc)
 
-        m.d.comb += self.cmd_ready.eq(~active)
+        m.d.comb += self.cmd.ready.eq(~active)
         m.d.comb += self.busy.eq(active)
-        with m.If(self.cmd_valid & ~active):
-            m.d.sync += [cmd.eq(self.cmd), active.eq(1), issued.eq(0), written.eq(0)]
+        with m.If(self.cmd.valid & ~active):
+            m.d.sync += [cmd.eq(self.cmd.payload), active.eq(1), issued.eq(0), written.eq(0)]
 
         room = Mux(cmd.to_acc, q.level + in_flight < 3, 1)
         can_issue = active & (issued < cmd.rows) & room
         host_addr = Signal.like(self.host.rd_addr)
-        with m.If(self.cmd_valid & ~active):
-            m.d.sync += host_addr.eq(self.cmd.host_addr)
+        with m.If(self.cmd.valid & ~active):
+            m.d.sync += host_addr.eq(self.cmd.payload.host_addr)
         with m.Elif(can_issue):
             m.d.sync += host_addr.eq(host_addr + cmd.host_stride)
         m.d.comb += [self.host.rd_en.eq(can_issue), self.host.rd_addr.eq(host_addr)]
@@ -136,10 +137,10 @@ class StoreUnit(wiring.Component):
         self._haw = host_addr_width
         acc_row = data.ArrayLayout(signed(acc_width), cols)
         super().__init__({
-            "cmd_valid": In(1), "cmd_ready": Out(1), "cmd": In(StoreCmd(host_addr_width)),
+            "cmd": In(stream.Signature(StoreCmd(host_addr_width))),
             "read_done": Out(1), "done": Out(1), "busy": Out(1),
             "host": Out(host_port_signature(lanes, host_addr_width)),
-            "acc_r_en": Out(1), "acc_r_addr": Out(acc_addr_width), "acc_r_data": In(acc_row),
+            "acc_r": Out(read_port_signature(acc_addr_width, acc_row)),
         })
 
     def elaborate(self, platform):
@@ -148,17 +149,17 @@ class StoreUnit(wiring.Component):
         epi = Epilogue(cols=cols, acc_width=self._aw, lanes=self._lanes, tag_width=self._haw + 1)
         m.submodules.epilogue = epi
 
-        cmd = Signal.like(self.cmd)
+        cmd = Signal.like(self.cmd.payload)
         active = Signal()
         issued = Signal(17)
         host_addr = Signal(self._haw)
-        m.d.comb += self.cmd_ready.eq(~active)
-        with m.If(self.cmd_valid & ~active):
-            m.d.sync += [cmd.eq(self.cmd), active.eq(1), issued.eq(0), host_addr.eq(self.cmd.host_addr)]
+        m.d.comb += self.cmd.ready.eq(~active)
+        with m.If(self.cmd.valid & ~active):
+            m.d.sync += [cmd.eq(self.cmd.payload), active.eq(1), issued.eq(0), host_addr.eq(self.cmd.payload.host_addr)]
 
         reading = active & (issued < cmd.rows)
         last_read = reading & (issued + 1 == cmd.rows)
-        m.d.comb += [self.acc_r_en.eq(reading), self.acc_r_addr.eq((cmd.acc_addr + issued)[:16])]
+        m.d.comb += [self.acc_r.en.eq(reading), self.acc_r.addr.eq((cmd.acc_addr + issued)[:16])]
         with m.If(reading):
             m.d.sync += [issued.eq(issued + 1), host_addr.eq(host_addr + cmd.host_stride)]
         with m.If(last_read):
@@ -175,7 +176,7 @@ class StoreUnit(wiring.Component):
         m.d.sync += self.read_done.eq(last_read)
         m.d.comb += [epi.i_valid.eq(r_valid), epi.i_row.eq(r_row), epi.i_cfg.eq(r_cfg), epi.i_tag.eq(r_tag)]
         for c in range(cols):
-            m.d.comb += epi.i_acc[c].eq(Mux(c < r_cols, self.acc_r_data[c], 0))
+            m.d.comb += epi.i_acc[c].eq(Mux(c < r_cols, self.acc_r.data[c], 0))
 
         m.d.comb += [
             self.host.wr_en.eq(epi.o_valid),

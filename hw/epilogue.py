@@ -1,6 +1,7 @@
 """Requantization epilogue: one accumulator row in, one formatted host word out, every cycle.
 
-Per lane c of a row (``cols`` lanes of ``acc_width`` bits), exactly as :func:`cdmqta.sw.requant.requantize`:
+Per lane c of a row (``cols`` lanes of ``acc_width`` bits), exactly as the golden model's
+``cdmqta.sw.model.requant.requantize``:
 
     INT32 out:  the low 32 bits of the accumulator (pass-through; weight gradients go to the host).
     INT8/INT4:  p = acc * mult;  nearest-even: q = round_half_even(p / 2**shift)
@@ -24,12 +25,11 @@ consecutive stores with different settings can follow each other back to back. S
 4) saturation and formatting.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.requant import MULT_BITS, WEYL
-from .isa import OutFormat, Rounding
+from .isa import MULT_BITS, SHIFT_MAX, SR_ROUNDS, SR_SHIFTS, SR_WEYL, OutFormat, Rounding
 
 __all__ = ["Epilogue", "EpilogueConfig"]
 
@@ -45,11 +45,13 @@ EpilogueConfig = data.StructLayout({
 
 
 def _xorshift_weyl(x):
-    """One round of sw.requant.sr_hash on a 32-bit unsigned value (combinational)."""
-    x = x ^ (x << 13)[:32]
-    x = x ^ (x >> 17)
-    x = x ^ (x << 5)[:32]
-    return (x + WEYL)[:32]
+    """One round of the stochastic-rounding hash (:data:`cdmqta.hw.isa.SR_SHIFTS`, ``SR_WEYL``) on a 32-bit
+    unsigned value (combinational)."""
+    a, b, c = SR_SHIFTS
+    x = x ^ (x << a)[:32]
+    x = x ^ (x >> b)
+    x = x ^ (x << c)[:32]
+    return (x + SR_WEYL)[:32]
 
 
 class Epilogue(wiring.Component):
@@ -107,8 +109,10 @@ class Epilogue(wiring.Component):
             # Stage 2: remaining hash rounds, r = (h << shift) >> 32.
             acc2 = Signal(signed(aw), name=f"acc2_{c}")
             p2 = Signal(signed(p_width), name=f"p2_{c}")
-            r2 = Signal(47, name=f"r2_{c}")
-            h = _xorshift_weyl(_xorshift_weyl(x1))
+            r2 = Signal(SHIFT_MAX, name=f"r2_{c}")
+            h = x1
+            for _ in range(SR_ROUNDS - 1):
+                h = _xorshift_weyl(h)
             m.d.sync += [acc2.eq(acc1), p2.eq(p1), r2.eq((h << cfg[0].shift) >> 32)]
             # Stage 3: rounding and shift.
             acc3 = Signal(signed(aw), name=f"acc3_{c}")

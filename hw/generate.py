@@ -9,6 +9,8 @@ import argparse
 import importlib
 import os
 
+from cdmqta.errors import UsageError
+
 __all__ = ["TOPS", "add_arguments", "main", "generate"]
 
 #: top name -> (module, class); each class takes a QTAConfig as its only required argument.
@@ -65,7 +67,7 @@ def _config(args):
         option = _OPTION_OF_FIELD.get(field)
         value = getattr(args, field, None) if option else None
         prefix = f"{option} {value if field != 'dataflows' else args.dataflows}: " if option else ""
-        raise ValueError(f"{prefix}{exc}") from None
+        raise UsageError(f"{prefix}{exc}") from None
 
 
 def _top_class(top):
@@ -74,7 +76,7 @@ def _top_class(top):
         module = importlib.import_module(module_name)
         return getattr(module, class_name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--top {top}: {module_name}.{class_name} is not available in this installation "
+        raise UsageError(f"--top {top}: {module_name}.{class_name} is not available in this installation "
                          f"({exc.__class__.__name__}: {exc}); use --top array") from None
 
 

@@ -4,7 +4,7 @@ It keeps Python out of the per-cycle loop of an RTL simulation: the testbench bu
 (:func:`cdmqta.hw.array_schedule.beat_word` words) into ``beat_mem``, sets ``n_beats`` and pulses ``start``; the
 sequencer then plays one beat per cycle, back to back, into the array, and every output row is written, in
 order, into ``ws_mem`` (ws port) or ``drain_mem`` (drain port) with a cycle stamp. ``done`` rises when all beats
-are played and the array is idle. See :mod:`cdmqta.sw.rtlsim` for how cocotb reads/writes the memories in bulk.
+are played and the array is idle. See :mod:`cdmqta.sw.rtl.build` for how cocotb reads/writes the memories in bulk.
 
 Ports (all synchronous to ``clk``):
   start          pulse: play beats 0..n_beats-1 (clears counters and ``done``)

@@ -26,14 +26,62 @@ Tile semantics of COMPUTE (C[m x n] (+)= A[m x k] . B[k x n]):
 
 import enum
 
+import numpy as np
+
+from cdmqta.errors import InputError
+
 __all__ = ["Op", "Dataflow", "Precision", "Rounding", "OutFormat", "Status", "FIELDS", "CMD_BITS",
-           "encode", "decode", "to_words", "from_words", "field_offsets", "IsaError"]
+           "encode", "decode", "to_words", "from_words", "field_offsets", "IsaError",
+           "MULT_BITS", "SHIFT_MAX", "SR_WEYL", "SR_SHIFTS", "SR_ROUNDS", "qmax", "pack_int4", "unpack_int4",
+           "pack_k"]
 
 CMD_BITS = 128
 OPCODE_BITS = 4
 
+# -- limits of the requantization epilogue (read by the hardware, the emulator, the tiler and the requantizer) --
+#: Bits of the epilogue's fixed-point multiplier (CONFIG.mult): 1 .. 2**MULT_BITS - 1.
+MULT_BITS = 16
+#: Largest right shift of the epilogue (CONFIG.shift is 6 bits; 48..63 are BAD_FIELD).
+SHIFT_MAX = 47
+#: Stochastic-rounding hash ``sr_hash(seed, i, j)``: x = seed ^ (i mod 2**16) << 16 | (j mod 2**16), then
+#: SR_ROUNDS times: x ^= x << a; x ^= x >> b; x ^= x << c (32 bit, (a, b, c) = SR_SHIFTS); x += SR_WEYL.
+SR_WEYL = 0x9E3779B9
+SR_SHIFTS = (13, 17, 5)
+SR_ROUNDS = 3
 
-class IsaError(ValueError):
+
+def qmax(bits):
+    """Largest magnitude of a symmetric signed ``bits``-bit integer: 127 for INT8, 7 for INT4."""
+    return (1 << (bits - 1)) - 1
+
+
+# -- the INT4 operand format: two signed INT4 values per byte, low nibble first (see the module docstring) --------
+
+def pack_int4(lo, hi):
+    """Byte of two INT4 values (ints or integer arrays): ``(hi & 0xF) << 4 | (lo & 0xF)``, in 0..255."""
+    return ((hi & 0xF) << 4) | (lo & 0xF)
+
+
+def unpack_int4(b):
+    """(low, high) sign-extended INT4 values (int64 arrays) of bytes ``b`` (any integer array, taken mod 256)."""
+    b = np.asarray(b).astype(np.int64) & 0xFF
+    return ((b & 0xF) ^ 8) - 8, ((b >> 4) ^ 8) - 8
+
+
+def pack_k(x, precision, axis):
+    """Bytes (uint8) of an integer array along K = ``axis``: INT8 as is (mod 256), INT4 two per byte (element 2t in
+    the low nibble of byte t, an odd K padded with a zero nibble). ``precision``: "int8"/"int4" or
+    :class:`Precision`."""
+    x = np.asarray(x, dtype=np.int64)
+    if precision in ("int8", Precision.INT8):
+        return (x & 0xFF).astype(np.uint8)
+    x = np.moveaxis(x, axis, 0)
+    if x.shape[0] % 2:
+        x = np.concatenate([x, np.zeros((1,) + x.shape[1:], np.int64)])
+    return np.moveaxis(pack_int4(x[0::2], x[1::2]).astype(np.uint8), 0, axis)
+
+
+class IsaError(InputError):
     """A command that cannot be encoded (unknown opcode, unknown field, value out of its field's range)."""
 
 

@@ -3,12 +3,14 @@
 Both are built from ``amaranth.lib.memory`` and split into banks (bank = low address bits, so consecutive rows
 fall in different banks and each bank is a BRAM-sized block). Every scratchpad bank has one write port and
 ``read_ports`` read ports (2 + shift lanes in the accelerator: streamed A, streamed B in OS, one per WS preload
-lane; yosys replicates a bank per extra read port), every accumulator bank one write port, two read ports and its own read-modify-write pipeline.
+lane; yosys replicates a bank per extra read port), every accumulator bank one write port, two read ports and its own
+read-modify-write pipeline.
 
 Scratchpad (``sp_rows`` rows of ``lanes`` 8-bit lanes):
     write: ``w_en``, ``w_addr``, ``w_data`` -- written at the end of the cycle.
-    read port p < read_ports: ``r_en[p]``, ``r_addr[p]`` at cycle t -> ``r_data[p]`` valid at cycle t+1 (held while
-    ``r_en[p]`` is low). A read of the row written in the same cycle returns the old row.
+    read port p < read_ports: ``r[p]`` (:func:`read_port_signature`): ``r[p].en``, ``r[p].addr`` at cycle t ->
+    ``r[p].data`` valid at cycle t+1 (held while ``r[p].en`` is low). A read of the row written in the same cycle
+    returns the old row.
 
 Accumulator memory (``acc_rows`` rows of ``cols`` lanes of ``acc_width`` bits), write side = a read-modify-write
 pipeline so that a partial sum can be added to what is stored (split K):
@@ -21,14 +23,19 @@ pipeline so that a partial sum can be added to what is stored (split K):
     at the end of cycle t+1. The read is transparent to the pipeline's own write, so back-to-back requests to the
     same row (t, t+1) see each other's result: accumulate-on-write is exact at one request per cycle.
     ``busy`` is high while a write is in flight (reads of the store port see every write once ``busy`` is low).
-    store read: ``r_en``, ``r_addr`` at t -> ``r_data`` at t+1.
+    store read: ``r`` (:func:`read_port_signature`): ``r.en``, ``r.addr`` at t -> ``r.data`` at t+1.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Scratchpad", "AccumulatorMemory"]
+__all__ = ["Scratchpad", "AccumulatorMemory", "read_port_signature"]
+
+
+def read_port_signature(addr_width, data_width):
+    """A synchronous read port from the reader's side: ``en``, ``addr`` at cycle t -> ``data`` at cycle t+1."""
+    return wiring.Signature({"en": Out(1), "addr": Out(addr_width), "data": In(data_width)})
 
 
 def _bank_bits(banks):
@@ -46,7 +53,7 @@ class Scratchpad(wiring.Component):
         n = read_ports
         super().__init__({
             "w_en": In(1), "w_addr": In(aw), "w_data": In(8 * lanes),
-            "r_en": In(1).array(n), "r_addr": In(aw).array(n), "r_data": Out(8 * lanes).array(n),
+            "r": In(read_port_signature(aw, 8 * lanes)).array(n),
         })
 
     def elaborate(self, platform):
@@ -64,19 +71,19 @@ class Scratchpad(wiring.Component):
             m.d.comb += [wp.addr.eq(self.w_addr[bb:]), wp.data.eq(self.w_data), wp.en.eq(self.w_en & bank_of_w)]
             for p in range(n):
                 rp = mem.read_port()
-                bank_of_r = self.r_addr[p][:bb] == b if bb else True
-                m.d.comb += [rp.addr.eq(self.r_addr[p][bb:]), rp.en.eq(self.r_en[p] & bank_of_r)]
+                bank_of_r = self.r[p].addr[:bb] == b if bb else True
+                m.d.comb += [rp.addr.eq(self.r[p].addr[bb:]), rp.en.eq(self.r[p].en & bank_of_r)]
                 rports[p].append(rp)
         for p in range(n):
             if bb:
-                with m.If(self.r_en[p]):
-                    m.d.sync += rsel[p].eq(self.r_addr[p][:bb])
+                with m.If(self.r[p].en):
+                    m.d.sync += rsel[p].eq(self.r[p].addr[:bb])
                 with m.Switch(rsel[p]):
                     for b in range(self._banks):
                         with m.Case(b):
-                            m.d.comb += self.r_data[p].eq(rports[p][b].data)
+                            m.d.comb += self.r[p].data.eq(rports[p][b].data)
             else:
-                m.d.comb += self.r_data[p].eq(rports[p][0].data)
+                m.d.comb += self.r[p].data.eq(rports[p][0].data)
         return m
 
 
@@ -104,7 +111,7 @@ class AccumulatorMemory(wiring.Component):
             "ex_accumulate": In(1),
             "ld_valid": In(1), "ld_ready": Out(1), "ld_addr": In(aw), "ld_data": In(row),
             "busy": Out(1),
-            "r_en": In(1), "r_addr": In(aw), "r_data": Out(row),
+            "r": In(read_port_signature(aw, row)),
         }
         if ex_ports == 2:
             sig.update({"ex1_valid": In(1), "ex1_addr": In(aw), "ex1_data": In(row)})
@@ -122,8 +129,8 @@ class AccumulatorMemory(wiring.Component):
         m.d.comb += self.ld_ready.eq(~Cat(*(v for v, _, _ in ports)).any())
 
         r_sel = Signal(max(1, bb))
-        with m.If(self.r_en):
-            m.d.sync += r_sel.eq(self.r_addr[:bb] if bb else 0)
+        with m.If(self.r.en):
+            m.d.sync += r_sel.eq(self.r.addr[:bb] if bb else 0)
         busy = []
         for b in range(self._banks):
             # Stage 0: this bank's request (execute ports first, then the load port), read its row.
@@ -153,11 +160,11 @@ class AccumulatorMemory(wiring.Component):
             m.d.comb += [
                 rmw.addr.eq(req_addr[bb:]), rmw.en.eq(req_valid),
                 wp.addr.eq(s1_addr[bb:]), wp.data.eq(new), wp.en.eq(s1_valid),
-                st.addr.eq(self.r_addr[bb:]), st.en.eq(self.r_en & in_bank(self.r_addr, b)),
+                st.addr.eq(self.r.addr[bb:]), st.en.eq(self.r.en & in_bank(self.r.addr, b)),
                 old.eq(rmw.data),
             ]
             with m.If(r_sel == b):
-                m.d.comb += self.r_data.eq(st.data)
+                m.d.comb += self.r.data.eq(st.data)
             for c in range(self._cols):
                 summed = Mux(s1_acc, old[c] + s1_data[c], s1_data[c])
                 m.d.comb += new[c].eq(Mux(s1_mask[c], summed, old[c]))

@@ -13,15 +13,17 @@ Accelerator(config, host_words=None) -- ports (``clk`` / ``rst`` are the sync do
 ``host_words`` is the size of the host memory for ADDR_RANGE checks (default 2**host_addr_width); ``dsp`` is
 passed to :class:`~cdmqta.hw.array.Array` (e.g. "ecp5" for synthesis).
 Inside: :class:`~cdmqta.hw.controller.Controller` (dispatch, scoreboard, counters),
-:class:`~cdmqta.hw.controller.ExecuteUnit` + :class:`~cdmqta.hw.array.Array`, the load / store units, the
-scratchpad and the accumulator memory. See the controller's docstring for latencies and the overlap rules.
+:class:`~cdmqta.hw.execute.ExecuteUnit` + :class:`~cdmqta.hw.array.Array`, the load / store units, the
+scratchpad and the accumulator memory. See the controller's and the execute unit's docstrings for latencies and
+the overlap rules. Both tops share one control interface (:func:`control_members`).
 
 SimTop(config, host_words, cmd_words) -- the Accelerator with a host memory of ``host_words`` words
 (``host_mem``, ``32 * lanes`` bits a word) and a command memory of ``cmd_words`` 128-bit commands (``cmd_mem``)
 inside, both plain ``amaranth.lib.memory`` arrays that a testbench fills and reads in bulk (see
-:mod:`cdmqta.sw.rtl_driver`). Ports: ``start`` (pulse), ``n_cmds``, ``done``, ``status``, ``error_index`` and the
+:mod:`cdmqta.sw.rtl.driver`). Ports: ``start`` (pulse), ``n_cmds``, ``done``, ``status``, ``error_index`` and the
 counters; ``cmd_we`` / ``cmd_waddr`` / ``cmd_wdata`` write one command (tie to 0 when the memory is filled
-through VPI; the port keeps yosys from folding the memory into constants). The command feeder streams ``cmd_mem[0 .. n_cmds-1]`` into the Accelerator, one per cycle.
+through VPI; the port keeps yosys from folding the memory into constants). The command feeder streams ``cmd_mem[0 ..
+n_cmds-1]`` into the Accelerator, one per cycle.
 """
 
 from amaranth.hdl import Module, Signal
@@ -30,14 +32,30 @@ from amaranth.lib.wiring import In, Out, connect
 
 from .array import Array
 from .config import QTAConfig
-from .controller import Controller, ExecuteUnit
+from .controller import Controller
 from .dma import LoadUnit, StoreUnit, host_port_signature
+from .execute import ExecuteUnit
 from .isa import CMD_BITS
 from .memories import AccumulatorMemory, Scratchpad
 
-__all__ = ["Accelerator", "SimTop"]
+__all__ = ["Accelerator", "SimTop", "control_members", "COUNTERS"]
 
-_COUNTERS = ("busy_cycles", "macs", "stall_cycles", "compute_cycles")
+#: The 64-bit performance counters of a run (see :mod:`cdmqta.hw.controller`).
+COUNTERS = ("busy_cycles", "macs", "stall_cycles", "compute_cycles")
+
+
+def control_members():
+    """The control interface that :class:`Accelerator` and :class:`SimTop` share (a top's point of view):
+    ``start``, ``n_cmds`` in; ``done``, ``status``, ``error_index`` and the :data:`COUNTERS` out."""
+    return {"start": In(1), "n_cmds": In(32), "done": Out(1), "status": Out(3), "error_index": Out(32),
+            **{c: Out(64) for c in COUNTERS}}
+
+
+def _connect_control(m, outer, inner):
+    """Wire a top's control interface (``outer``) to the same members of a block inside it (``inner``)."""
+    for name, member in control_members().items():
+        o, i = getattr(outer, name), getattr(inner, name)
+        m.d.comb += i.eq(o) if member.flow == In else o.eq(i)
 
 
 def _abits(n):
@@ -54,11 +72,8 @@ class Accelerator(wiring.Component):
             raise ValueError(f"host_words={host_words} must be in [1, 2**host_addr_width = "
                              f"{1 << config.host_addr_width}]")
         self._host_words = host_words
-        sig = {"start": In(1), "n_cmds": In(32), "cmd": In(stream.Signature(CMD_BITS)),
-               "done": Out(1), "status": Out(3), "error_index": Out(32),
-               "host": Out(host_port_signature(config.lanes, config.host_addr_width))}
-        sig.update({c: Out(64) for c in _COUNTERS})
-        super().__init__(sig)
+        super().__init__({**control_members(), "cmd": In(stream.Signature(CMD_BITS)),
+                          "host": Out(host_port_signature(config.lanes, config.host_addr_width))})
 
     @property
     def config(self):
@@ -85,15 +100,14 @@ class Accelerator(wiring.Component):
 
         # Host command interface, status and counters.
         connect(m, wiring.flipped(self.cmd), ctl.cmd)
-        m.d.comb += [ctl.start.eq(self.start), ctl.n_cmds.eq(self.n_cmds), self.done.eq(ctl.done),
-                     self.status.eq(ctl.status), self.error_index.eq(ctl.error_index)]
-        m.d.comb += [getattr(self, c).eq(getattr(ctl, c)) for c in _COUNTERS]
+        _connect_control(m, self, ctl)
 
         # Controller <-> units.
+        connect(m, ctl.load, ld.cmd)
+        connect(m, ctl.store, st.cmd)
+        connect(m, st.acc_r, acc.r)
         m.d.comb += [
-            ld.cmd_valid.eq(ctl.load.valid), ctl.load.ready.eq(ld.cmd_ready), ld.cmd.eq(ctl.load.payload),
             ctl.load_done.eq(ld.done), ctl.load_busy.eq(ld.busy),
-            st.cmd_valid.eq(ctl.store.valid), ctl.store.ready.eq(st.cmd_ready), st.cmd.eq(ctl.store.payload),
             ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
             ctl.pre_read_done.eq(exe.pre_read_done), ctl.comp_read_done.eq(exe.comp_read_done),
             ctl.pre_read_seq.eq(exe.pre_read_seq), ctl.comp_read_seq.eq(exe.comp_read_seq),
@@ -115,15 +129,13 @@ class Accelerator(wiring.Component):
             m.d.comb += [acc.ex1_valid.eq(exe.acc1_valid), acc.ex1_addr.eq(exe.acc1_addr),
                          acc.ex1_data.eq(exe.acc1_data)]
         for p in range(2 + S):
-            m.d.comb += [sp.r_en[p].eq(exe.sp_r_en[p]), sp.r_addr[p].eq(exe.sp_r_addr[p]),
-                         exe.sp_r_data[p].eq(sp.r_data[p])]
+            connect(m, exe.sp_r[p], sp.r[p])
 
         # Load / store units <-> memories and the host port.
         m.d.comb += [
             sp.w_en.eq(ld.sp_w_en), sp.w_addr.eq(ld.sp_w_addr), sp.w_data.eq(ld.sp_w_data),
             acc.ld_valid.eq(ld.acc_valid), ld.acc_ready.eq(acc.ld_ready), acc.ld_addr.eq(ld.acc_addr),
             acc.ld_data.eq(ld.acc_data),
-            acc.r_en.eq(st.acc_r_en), acc.r_addr.eq(st.acc_r_addr), st.acc_r_data.eq(acc.r_data),
             self.host.rd_en.eq(ld.host.rd_en), self.host.rd_addr.eq(ld.host.rd_addr),
             ld.host.rd_data.eq(self.host.rd_data),
             self.host.wr_en.eq(st.host.wr_en), self.host.wr_addr.eq(st.host.wr_addr),
@@ -138,10 +150,8 @@ class SimTop(wiring.Component):
     def __init__(self, config=None, *, host_words=4096, cmd_words=1024):
         self._cfg = config = config or QTAConfig()
         self._host_words, self._cmd_words = host_words, cmd_words
-        sig = {"start": In(1), "n_cmds": In(32), "done": Out(1), "status": Out(3), "error_index": Out(32),
-               "cmd_we": In(1), "cmd_waddr": In(_abits(cmd_words)), "cmd_wdata": In(CMD_BITS)}
-        sig.update({c: Out(64) for c in _COUNTERS})
-        super().__init__(sig)
+        super().__init__({**control_members(), "cmd_we": In(1), "cmd_waddr": In(_abits(cmd_words)),
+                          "cmd_wdata": In(CMD_BITS)})
         #: The memories (``.data[i]`` is word i in the Amaranth simulator).
         self.host_mem = memory.Memory(shape=32 * config.lanes, depth=host_words, init=[])
         self.cmd_mem = memory.Memory(shape=CMD_BITS, depth=cmd_words, init=[])
@@ -162,9 +172,7 @@ class SimTop(wiring.Component):
             hr.en.eq(acc.host.rd_en), hr.addr.eq(acc.host.rd_addr), acc.host.rd_data.eq(hr.data),
             hw.en.eq(acc.host.wr_en), hw.addr.eq(acc.host.wr_addr), hw.data.eq(acc.host.wr_data),
         ]
-        m.d.comb += [acc.start.eq(self.start), acc.n_cmds.eq(self.n_cmds), self.done.eq(acc.done),
-                     self.status.eq(acc.status), self.error_index.eq(acc.error_index)]
-        m.d.comb += [getattr(self, c).eq(getattr(acc, c)) for c in _COUNTERS]
+        _connect_control(m, self, acc)
 
         # Command feeder: cmd_mem[0..n_cmds-1] as a stream (read latency 1, the port holds its data while idle).
         cr = cmd_mem.read_port()

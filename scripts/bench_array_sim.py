@@ -2,7 +2,7 @@
 
     python scripts/bench_array_sim.py [--rows 8 --cols 8 --m 64 --n 64 --k 64] [--json out.json]
 
-Builds :class:`cdmqta.hw.harness.ArrayHarness` (cached by :mod:`cdmqta.sw.rtlsim`), then for each dataflow
+Builds :class:`cdmqta.hw.harness.ArrayHarness` (cached by :mod:`cdmqta.sw.rtl.build`), then for each dataflow
 (WS, OS) bulk-loads the beat stream of an INT8 GEMM split into tiles by :mod:`cdmqta.hw.array_schedule`, runs it
 with no Python in the per-cycle loop, checks the result against torch, and reports: simulated array cycles,
 the ideal M*N*K/(R*C), and simulated cycles per second of wall time (the run alone, and including the bulk load
@@ -17,21 +17,23 @@ import sys
 import time
 from pathlib import Path
 
+import cocotb
+import torch
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from cdmqta.hw.array_schedule import assemble, beat_word, gemm_tiles, ideal_cycles, schedule
+from cdmqta.hw.config import QTAConfig
+from cdmqta.hw.harness import ArrayHarness
+from cdmqta.sw.rtl import build as rtlbuild
+from cdmqta.sw.rtl.build import mem_read, mem_write
+
 HERE = Path(__file__).resolve().parent
 
-try:
-    import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, RisingEdge
-except ImportError:  # pragma: no cover
-    cocotb = None
-
-if cocotb is not None and os.environ.get("CDMQTA_BENCH_OUT"):
+if os.environ.get("CDMQTA_BENCH_OUT"):
 
     @cocotb.test()
     async def bench(dut):
-        from cdmqta.hw.array_schedule import assemble, beat_word, gemm_tiles, ideal_cycles, schedule
-        from cdmqta.sw.rtlsim import mem_read, mem_write
 
         R, C = int(os.environ["CDMQTA_ROWS"]), int(os.environ["CDMQTA_COLS"])
         M, N, K = (int(os.environ[f"CDMQTA_{x}"]) for x in "MNK")
@@ -40,7 +42,6 @@ if cocotb is not None and os.environ.get("CDMQTA_BENCH_OUT"):
         rng = random.Random(5)
         a = [[rng.randint(-128, 127) for _ in range(K)] for _ in range(M)]
         b = [[rng.randint(-128, 127) for _ in range(N)] for _ in range(K)]
-        import torch
         golden = (torch.tensor(a, dtype=torch.int64) @ torch.tensor(b, dtype=torch.int64)).tolist()
 
         Clock(dut.clk, 10, unit="ns").start()
@@ -110,27 +111,22 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5, help="timed replays of each GEMM; the median counts (default 5)")
     ap.add_argument("--json", default="bench_array_sim.json", help="output JSON (default bench_array_sim.json)")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(HERE.parent))
-    from cdmqta.hw.config import QTAConfig
-    from cdmqta.hw.harness import ArrayHarness
-    from cdmqta.sw import rtlsim
 
     cfg = QTAConfig(rows=args.rows, cols=args.cols)
-    from cdmqta.hw.array_schedule import gemm_tiles, schedule
     zeros_a, zeros_b = [[0] * args.k for _ in range(args.m)], [[0] * args.n for _ in range(args.k)]
     beats = max(len(schedule(gemm_tiles(zeros_a, zeros_b, args.rows, args.cols, df)[0], args.rows, args.cols,
                              cfg.chain_lanes).beats)
                 for df in ("ws", "os"))
     depth = 1 << max(10, (beats - 1).bit_length())
     t0 = time.perf_counter()
-    built = rtlsim.build(ArrayHarness(cfg, depth=depth), "array_harness", cxx_opt="-O2",
+    built = rtlbuild.build(ArrayHarness(cfg, depth=depth), "array_harness", cxx_opt="-O2",
                          public=[("array_harness", "*")])
     t_build = time.perf_counter() - t0
     out = Path(args.json).resolve()
     env = {"CDMQTA_BENCH_OUT": out, "CDMQTA_ROWS": args.rows, "CDMQTA_COLS": args.cols, "CDMQTA_M": args.m,
            "CDMQTA_N": args.n, "CDMQTA_K": args.k, "CDMQTA_ACC": cfg.acc_width, "CDMQTA_REPEAT": args.repeat,
            "CDMQTA_LANES": cfg.chain_lanes}
-    rtlsim.run(built, "bench_array_sim", env=env, python_path=[HERE])
+    rtlbuild.run(built, "bench_array_sim", env=env, python_path=[HERE])
     report = json.loads(out.read_text())
     report = {"array": f"{args.rows}x{args.cols}", "gemm": [args.m, args.n, args.k], "precision": "int8",
               "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),

@@ -1,7 +1,8 @@
 """Flexible dataflow vs forced WS on the LoRA GEMMs, measured on the RTL's counters; and a plain GEMM vs ideal.
 
 On an 8x8 accelerator (QTAConfig defaults) under Verilator:
-1. the GEMMs of one LoRA training step (DESIGN.md section 4: H, Y1, Y0, dH, dB, dA, dX0, dXlora) of the demo's layer
+1. the GEMMs of one LoRA training step (H, Y1, Y0, dH, dB, dA, dX0, dXlora; see cdmqta.sw.model.lora) of the demo's
+layer
    (in=72, out=40, r=4, T=50) and of a larger one (in=out=128, r=4, T=77): the tiler's own choice against WS
    forced for every GEMM (the fixed-dataflow baseline on the same controller), per GEMM: cycles from the
    hardware's busy counter, utilization = ideal M*N*K/(R*C) / cycles;
@@ -16,6 +17,10 @@ import argparse
 import json
 import sys
 import time
+
+from cdmqta.hw.config import QTAConfig
+from cdmqta.sw.rtl.backend import run_job, run_jobs, sim_sizes
+from cdmqta.sw.runtime.engines import GoldenBackend
 
 LAYERS = {"demo": dict(tokens=50, in_features=72, out_features=40, rank=4),
           "large": dict(tokens=77, in_features=128, out_features=128, rank=4)}
@@ -37,9 +42,6 @@ def main(argv=None):
     p.add_argument("--json", default="bench_lora_dataflow.json", help="output JSON file")
     args = p.parse_args(argv)
 
-    from cdmqta.hw.config import QTAConfig
-    from cdmqta.sw.rtl_backend import run_job, run_jobs, sim_sizes
-    from cdmqta.sw.runtime import GoldenBackend
     cfg = QTAConfig(rows=args.rows, cols=args.cols)
     layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     for name in layers:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from cdmqta.sw import bench
+from cdmqta.sw.apps import bench
 
 
 def main(argv=None):

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The full fine-tuning study: what quantized LoRA training (int8, int8-w4) costs against fp32.
 
-    python scripts/finetune_study.py        # ~10-15 min on 2 cores; writes sw/data/finetune_study.{json,md}
+    python scripts/finetune_study.py        # ~10-15 min on 2 cores; writes results/finetune_study.{json,md}
 
 Pre-trains a small diffusers U-Net on sklearn digits 0-8, LoRA-fine-tunes it to the unseen digit 9 with both
 placements (cross-attention K/V, all attention projections), fp32 / int8 / int8-w4, 5 seeds, and reports the
-digits-FID (mean +- std over seeds) and seconds per fine-tuning step (see cdmqta.sw.diffusion_study). Every
+digits-FID (mean +- std over seeds) and seconds per fine-tuning step (see cdmqta.sw.apps.diffusion_study). Every
 option of ``cdmqta finetune`` is accepted (e.g. --seeds, --steps, --placement, --rank, --rounding); ``--quick``
 gives the one-minute version.
 """
@@ -16,17 +16,18 @@ import os
 import platform
 import sys
 
-from cdmqta.sw import finetune
+from cdmqta.sw.apps import finetune
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(os.path.dirname(HERE), "sw", "data")
+RESULTS = os.path.join(os.path.dirname(HERE), "results")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     finetune.add_arguments(p)
-    p.set_defaults(json=os.path.join(DATA, "finetune_study.json"), markdown=os.path.join(DATA, "finetune_study.md"))
+    p.set_defaults(json=os.path.join(RESULTS, "finetune_study.json"),
+                   markdown=os.path.join(RESULTS, "finetune_study.md"))
     args = p.parse_args(argv)
     try:
         rc = finetune.main(args)

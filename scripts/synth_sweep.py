@@ -22,6 +22,12 @@ import sys
 import time
 from statistics import median
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+from cdmqta.hw.config import QTAConfig
+from cdmqta.synth.flow import ToolError, synthesize_config
+
 
 def _parse_list(text, kind, allowed=None):
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -78,9 +84,7 @@ def seed_summary(results):
 
 
 def plot(results, path):
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     ok = [r for r in results if "error" not in r]
     if not ok:
@@ -124,9 +128,13 @@ def plot(results, path):
 
 
 def main(argv=None):
-    from cdmqta.hw.config import QTAConfig
-    from cdmqta.synth.flow import (DSP_MODES, FLOORPLANS, ROUTERS, TARGETS, ToolError, stop_tools_on_sigterm,
-                                   synthesize_config)
+    from cdmqta.synth.flow import (
+        DSP_MODES,
+        FLOORPLANS,
+        ROUTERS,
+        TARGETS,
+        stop_tools_on_sigterm,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="2,4,8,16", help="comma-separated N (NxN) or RxC sizes (default: 2,4,8,16)")
@@ -165,8 +173,6 @@ def main(argv=None):
 
 
 def _sweep(args, sizes, precisions, seeds):
-    from cdmqta.hw.config import QTAConfig
-    from cdmqta.synth.flow import ToolError, synthesize_config
 
     results = []
     t0 = time.monotonic()

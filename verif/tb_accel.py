@@ -3,7 +3,7 @@
 Hand-written command programs (GEMMs in WS and OS, INT8 and INT4, partial tiles, split K, requantization
 passes, malformed programs) run on the RTL; every result is compared exactly with torch integer matmul /
 sw.requant.requantize, and the whole host memory, status and failing index with the ISA emulator
-(sw/emulator.py) running the same program. Parameters come from the environment: CDMQTA_CONFIG (JSON),
+(sw/runtime/emulator.py) running the same program. Parameters come from the environment: CDMQTA_CONFIG (JSON),
 HOST_WORDS, CMD_WORDS, and for the measurements PERF_SHAPES, PERF_JSON, TIMING, TIMING_JSON.
 """
 
@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from cdmqta.hw.config import QTAConfig
-from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, Status, encode
-from cdmqta.sw.emulator import Emulator
-from cdmqta.sw.requant import requantize
-from cdmqta.sw.rtl_driver import AccelDriver, pack_rows
+from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, Status, decode, encode
+from cdmqta.hw.isa import pack_k as isa_pack_k
+from cdmqta.sw.model.requant import requantize
+from cdmqta.sw.rtl.driver import AccelDriver
+from cdmqta.sw.runtime.emulator import Emulator, crosscheck
+from cdmqta.sw.runtime.hostmem import image_words, rows_image, words_image
 
 CFG = QTAConfig.from_json(os.environ.get("CDMQTA_CONFIG", "{}"))
 HOST_WORDS = int(os.environ.get("HOST_WORDS", "4096"))
@@ -29,14 +31,8 @@ CMD_WORDS = int(os.environ.get("CMD_WORDS", "1024"))
 # -- program builders ---------------------------------------------------------------------------------------
 
 def pack_k(x, precision):
-    """int [rows, K] -> bytes [rows, lanes of K] (INT4: two per byte along K, low nibble = even k)."""
-    x = np.asarray(x, np.int64)
-    if precision == Precision.INT8:
-        return x
-    if x.shape[1] % 2:
-        x = np.concatenate([x, np.zeros((x.shape[0], 1), np.int64)], axis=1)
-    b = (x[:, 0::2] & 0xF) | ((x[:, 1::2] & 0xF) << 4)
-    return np.where(b >= 128, b - 256, b)
+    """int [rows, K] -> int8 lane values [rows, lanes of K] (INT4: two per byte along K, cdmqta.hw.isa.pack_k)."""
+    return isa_pack_k(x, precision, axis=1).view(np.int8).astype(np.int64)
 
 
 class Gemm:
@@ -172,24 +168,18 @@ class TB:
             kind = "int8"
             if isinstance(rows, tuple):
                 kind, rows = rows
-            self.drv.write_host(addr, rows, kind)
-            words = pack_rows(rows, kind, CFG.lanes)
-            for i, w in enumerate(words):
-                self.emu.host[addr + i] = np.frombuffer(w.to_bytes(4 * CFG.lanes, "little"), np.uint8)
+            image = rows_image(rows, kind, CFG.lanes)
+            self.drv.write_words(addr, image_words(image))
+            self.emu.host[addr:addr + len(image)] = image
 
     async def run(self, program, compare_words=None):
         """Run on RTL and emulator; check status / index and (a range of) host memory are equal."""
         res = await self.drv.run(program)
-        self.emu.status, self.emu.bad_index = Status.OK, None
-        est = self.emu.run(program)
-        assert res["status"] == est, f"status RTL {res['status'].name} != emulator {Status(est).name}"
-        assert res["error_index"] == (self.emu.bad_index if est != Status.OK else None), \
-            f"error index RTL {res['error_index']} != emulator {self.emu.bad_index}"
         lo, hi = compare_words or (0, HOST_WORDS)
-        rtl = self.drv.read_host(lo, hi - lo, kind="raw")
-        emu = [int.from_bytes(self.emu.host[i].tobytes(), "little") for i in range(lo, hi)]
-        bad = [lo + i for i, (x, y) in enumerate(zip(rtl, emu)) if x != y]
-        assert not bad, f"host words differ from the emulator at {bad[:8]} (of {len(bad)})"
+        after = self.emu.host.copy()
+        after[lo:hi] = words_image(self.drv.read_words(lo, hi - lo), 4 * CFG.lanes)
+        diffs = crosscheck(self.emu, program, after, res["status"], res["error_index"], region=(lo, hi - lo))
+        assert not diffs, "; ".join(diffs)
         return res
 
 
@@ -216,7 +206,6 @@ async def check_gemm(tb, g, label):
 
 
 def _fields(word):
-    from cdmqta.hw.isa import decode
     return decode(word)
 
 

@@ -1,6 +1,6 @@
 """cocotb testbench of :class:`cdmqta.hw.harness.ArrayHarness`: random tiles and GEMMs against torch.
 
-Run by verif/test_array_rtl.py through :func:`cdmqta.sw.rtlsim.run`; the shape comes from the environment
+Run by verif/test_array_rtl.py through :func:`cdmqta.sw.rtl.build.run`; the shape comes from the environment
 (CDMQTA_ROWS, CDMQTA_COLS, CDMQTA_ACC, CDMQTA_DEPTH, CDMQTA_SEED). Every test bulk-loads a beat stream made by
 :func:`cdmqta.hw.array_schedule.schedule` into the beat memory (VPI), lets the RTL run to ``done`` with no
 Python per cycle, reads the captured rows back (VPI) and checks (1) every result row against torch's integer
@@ -11,11 +11,12 @@ import os
 import random
 
 import cocotb
+import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from cdmqta.hw.array_schedule import Tile, assemble, beat_word, gemm_tiles, schedule
-from cdmqta.sw.rtlsim import mem_read, mem_write
+from cdmqta.sw.rtl.build import mem_read, mem_write
 
 R = int(os.environ.get("CDMQTA_ROWS", "4"))
 C = int(os.environ.get("CDMQTA_COLS", "4"))
@@ -25,7 +26,7 @@ SEED = int(os.environ.get("CDMQTA_SEED", "1"))
 LANES = int(os.environ.get("CDMQTA_LANES", "2"))      # the shift chain's lanes (QTAConfig.chain_lanes)
 
 
-def _sx(v, bits):
+def sign_extend(v, bits):
     v &= (1 << bits) - 1
     return v - (1 << bits) if v >> (bits - 1) else v
 
@@ -64,7 +65,10 @@ class TB:
         assert (n_ws, n_dr) == (sched.n_ws, sched.n_drain), ((n_ws, n_dr), (sched.n_ws, sched.n_drain))
 
         def decode(words, lanes):
-            return [((w >> (ACC * lanes)) & 0xFFFFFFFF, [_sx(w >> (ACC * j), ACC) for j in range(lanes)]) for w in words]
+            return [
+                ((w >> (ACC * lanes)) & 0xFFFFFFFF, [sign_extend(w >> (ACC * j), ACC) for j in range(lanes)])
+                for w in words
+            ]
 
         ws = decode(mem_read(dut.ws_mem, n_ws), C)
         dr = decode(mem_read(dut.drain_mem, n_dr), LANES * C)
@@ -87,7 +91,6 @@ def rand_mat(rng, rows, cols, precision):
 
 
 def torch_matmul(a, b):
-    import torch
     return (torch.tensor(a, dtype=torch.int64) @ torch.tensor(b, dtype=torch.int64)).tolist()
 
 

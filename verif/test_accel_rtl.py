@@ -1,24 +1,17 @@
 """The whole accelerator (hw/top.py SimTop) on Verilator through cocotb: see verif/tb_accel.py.
 
-One model per configuration, built once per machine through sw/rtlsim.py's cache: an 8x8 array with the default
-memories (also used for the cycle measurement) and a non-square 8x4 one with small memories.
+One model per configuration (the presets 8x8, with the default memories, also used for the cycle measurement, and
+the non-square 8x4 with small memories), built once per machine (verif/conftest.py).
 """
 
-import functools
 import json
-from pathlib import Path
 
 import pytest
 
-from cdmqta.hw.config import QTAConfig
+from cdmqta.sw.rtl import build as rtlbuild
 
-HERE = Path(__file__).parent
-
-CONFIGS = {
-    "8x8": (QTAConfig(rows=8, cols=8), 8192, 1024),
-    "8x4": (QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2, host_addr_width=16),
-            2048, 256),
-}
+#: the presets this file runs (cdmqta.hw.config.PRESETS): square with the default memories, non-square with small ones
+NAMES = ["8x8", "8x4"]
 
 #: (name, dataflow, M, N, K): a plain GEMM and LoRA-shaped ones (T tokens, rank r = 8, width 64).
 PERF_SHAPES = [
@@ -30,33 +23,35 @@ PERF_SHAPES = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
-def _build(name):
-    from cdmqta.hw.top import SimTop
-    from cdmqta.sw import rtlsim
-    cfg, host_words, cmd_words = CONFIGS[name]
-    return cfg, host_words, cmd_words, rtlsim.build(SimTop(cfg, host_words=host_words, cmd_words=cmd_words),
-                                                    "simtop")
-
-
-def _run(name, testcase=None, extra=None):
-    from cdmqta.sw import rtlsim
-    cfg, host_words, cmd_words, built = _build(name)
+def _run(accel_build, tb_dir, name, testcase=None, extra=None):
+    cfg, built, host_words, cmd_words = accel_build(name)
     env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words}
     env.update(extra or {})
-    rtlsim.run(built, "tb_accel", env=env, testcase=testcase, python_path=[HERE])
+    rtlbuild.run(built, "tb_accel", env=env, testcase=testcase, python_path=[tb_dir])
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_accel_functional(name):
-    _run(name, testcase=["gemm_ws_os_int8_int4", "gemm_mixed_dataflows_back_to_back", "requant_store",
-                         "malformed_programs_stop", "random_tile_sequences"])
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", NAMES)
+def test_accel_functional(name, accel_build, tb_dir):
+    _run(
+        accel_build,
+        tb_dir,
+        name,
+        testcase=[
+            "gemm_ws_os_int8_int4",
+            "gemm_mixed_dataflows_back_to_back",
+            "requant_store",
+            "malformed_programs_stop",
+            "random_tile_sequences",
+        ],
+    )
 
 
-def test_accel_performance(tmp_path):
+@pytest.mark.rtl
+def test_accel_performance(tmp_path, accel_build, tb_dir):
     """Cycles vs ideal (the tile overlap) and the per-tile timing rules of hw/controller.py, on 8x8."""
     perf, timing = tmp_path / "perf.json", tmp_path / "timing.json"
-    _run("8x8", testcase=["performance", "tile_timing"],
+    _run(accel_build, tb_dir, "8x8", testcase=["performance", "tile_timing"],
          extra={"PERF_SHAPES": json.dumps(PERF_SHAPES), "PERF_JSON": perf, "TIMING": "1", "TIMING_JSON": timing})
     rows = {r["name"]: r for r in json.loads(perf.read_text())}
     # A GEMM of many tiles costs the ideal plus about one fill and one drain.

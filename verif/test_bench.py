@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from cdmqta.sw import bench
-from cdmqta.sw import perf as P
-from cdmqta.sw import scalesim_ref as S
+from cdmqta import cli
+from cdmqta.sw.apps import bench
+from cdmqta.sw.perf import analytic as P
+from cdmqta.sw.perf import scalesim_ref as S
 
 REQUIRED = ("step_utilization", "speedup_vs_fixed_ws", "speedup_vs_fixed_ws_overlap", "lora_speedup_vs_fixed_ws",
             "lora_gemm_utilization_mean", "energy_efficiency_vs_fp16_fixed_ws", "classes", "speedup_bound_vs_fixed_ws")
@@ -115,7 +116,6 @@ def test_bad_shift_lanes_names_the_option(capsys):
 
 
 def test_cli_error_exit_code(capsys):
-    from cdmqta import cli
     rc = cli.main(["bench", "--rows", "0", "--no-scalesim"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -126,7 +126,7 @@ def test_scalesim_reference_or_clear_reason(tmp_path, monkeypatch):
     ok, info = S.available()
     if not ok:
         assert "pip install" in info
-        col = bench._scalesim_column([], 64, 64, 1000, True)
+        col = bench.scalesim_column([], 64, 64, 1000, True)
         assert col == {"available": False, "reason": info}
         pytest.skip(info)
     monkeypatch.setenv("CDMQTA_SCALESIM_DIR", info or S.scalesim_dir())

@@ -1,18 +1,21 @@
 """Controller decode / status / small programs on the whole SimTop in the Amaranth simulator (tiny arrays).
 
-Every program also runs on the ISA emulator (sw/emulator.py); status, failing index and host memory must match.
+Every program also runs on the ISA emulator (sw/runtime/emulator.py); status, failing index and host memory must match.
 """
+
+import random
 
 import numpy as np
 import pytest
 import torch
 from amaranth.sim import Simulator
+from tb_accel import random_program
 
 from cdmqta.hw.config import QTAConfig
 from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Status, encode
 from cdmqta.hw.top import SimTop
-from cdmqta.sw.emulator import Emulator
-from cdmqta.sw.rtl_driver import pack_rows
+from cdmqta.sw.runtime.emulator import Emulator
+from cdmqta.sw.runtime.hostmem import image_words, pack_rows, rows_image, unpack_words
 
 HOST_WORDS, CMD_WORDS = 64, 64
 
@@ -65,10 +68,10 @@ def emulate(cfg, host_rows, program, host_words=None):
     host_words = host_words or HOST_WORDS
     emu = Emulator(cfg, host_words=host_words)
     for addr, (kind, rows) in host_rows.items():
-        for i, w in enumerate(pack_rows(rows, kind, cfg.lanes)):
-            emu.host[addr + i] = np.frombuffer(w.to_bytes(4 * cfg.lanes, "little"), np.uint8)
+        image = rows_image(rows, kind, cfg.lanes)
+        emu.host[addr:addr + len(image)] = image
     status = emu.run(program)
-    host = [int.from_bytes(emu.host[i].tobytes(), "little") for i in range(host_words)]
+    host = image_words(emu.host)
     return Status(status), emu.bad_index, host, emu
 
 
@@ -113,8 +116,7 @@ def test_small_gemm_and_counters(dataflow):
     got = check(CFG, host, prog)
     assert got["status"] == Status.OK
     words = got["host"][32:32 + M]
-    c = np.array([[((w >> (32 * j)) & 0xFFFFFFFF) for j in range(N)] for w in words], np.int64)
-    c = np.where(c >= 1 << 31, c - (1 << 32), c)
+    c = unpack_words(words, "int32", CFG.lanes)[:, :N]
     assert np.array_equal(c, a @ b)
     assert got["counters"]["macs"] == M * N * K
     assert got["counters"]["compute_cycles"] == beats
@@ -143,7 +145,7 @@ def test_status_and_stop():
     load = encode(Op.LOAD, sp_addr=0, rows=1, host_addr=0, host_stride=1)
     programs = [[load, bad, store] for bad, _ in BAD] + [[load, store]]
     results = run_sim(CFG, host, programs, reset_words=(40,))
-    for n, ((bad, status), got) in enumerate(zip(BAD, results)):
+    for n, ((_bad, status), got) in enumerate(zip(BAD, results)):
         assert got["status"] == status, f"case {n}: {got['status'].name} != {status.name}"
         assert got["index"] == 1, f"case {n}"
         assert got["host"][40] == 0, f"case {n}: the command after the error ran"
@@ -178,9 +180,7 @@ def test_done_waits_for_queued_commands():
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 5), (5, 2)])
 def test_random_tile_sequences_parametric(rows, cols):
     """Random WS / OS tile sequences (INT8, INT4) on degenerate and non-square arrays, against the emulator."""
-    import random
 
-    from tb_accel import random_program
     cfg = QTAConfig(rows=rows, cols=cols, sp_rows=64, sp_banks=2, acc_rows=32, acc_banks=1, host_addr_width=8)
     rng = random.Random(rows * 10 + cols)
     for n, precision in enumerate((Precision.INT8, Precision.INT4)):

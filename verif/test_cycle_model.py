@@ -1,41 +1,42 @@
-"""The program-level cycle model (cdmqta.sw.perf.program_cycles, the tiler's cost model) against the RTL's
-busy_cycles counter: exact, GEMM by GEMM, on both array shapes of verif/test_e2e_rtl.py (the same SimTop builds),
-an odd-row two-lane array and a one-lane array (scripts/validate_cycle_model.py's configs).
+"""The program-level cycle model (:func:`cdmqta.sw.perf.program.program_cycles`, the tiler's cost model) against the
+RTL's busy_cycles counter: exact, GEMM by GEMM, on the four presets (8x8 and 8x4 as in verif/test_e2e_rtl.py, an
+odd-row two-lane 7x5 and a one-lane 5x3; the same SimTop builds as the validation script).
 
-The full suite (48 GEMMs) with the per-GEMM table: ``python scripts/validate_cycle_model.py``.
+The full validation (96 GEMMs) with the per-GEMM table: ``python scripts/validate_cycle_model.py``.
 """
-
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from cdmqta.hw.config import PRESETS
+from cdmqta.sw.perf.program import program_cycles, runs_cycles
+from cdmqta.sw.rtl.backend import run_jobs, sim_sizes
 
-import validate_cycle_model as V    # noqa: E402
+SR = {"mult": 40503, "shift": 21, "bits": 8, "rounding": "stochastic", "seed": 0xC0FFEE}
+NE4 = {"mult": 23111, "shift": 14, "bits": 4, "rounding": "nearest", "seed": 0}
 
 # irregular shapes: 1, primes, non-multiples, beyond one tile; INT8 / INT4; ws / os / is; INT32 and fused requant
 GEMMS = [[1, 1, 1, "int8", "ws", 1, None, None],
          [17, 1, 29, "int8", "is", 2, None, None],
          [31, 37, 41, "int8", "os", 3, None, None],
-         [23, 9, 17, "int4", "is", 4, None, V.NE4],
-         [19, 13, 29, "int8", "ws", 5, None, V.SR],
-         [40, 9, 17, "int4", "os", 6, None, V.SR]]
+         [23, 9, 17, "int4", "is", 4, None, NE4],
+         [19, 13, 29, "int8", "ws", 5, None, SR],
+         [40, 9, 17, "int4", "os", 6, None, SR]]
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("shape", ["8x8", "8x4", "7x5", "5x3s1"])
-def test_cycle_model_exact_on_rtl(shape, tmp_path):
-    from cdmqta.sw.perf import program_cycles
-    recs = V.run_rtl(shape, GEMMS, tmp_path)
-    cfg = V.configs()[shape]
-    assert [r["dataflow"] for r in recs] == [g[4] for g in GEMMS]
-    for g, r in zip(GEMMS, recs):
-        assert r["bit_exact"], g
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_cycle_model_exact_on_rtl(name, tmp_path):
+    cfg = PRESETS[name]
+    (res,), _ = run_jobs(cfg, [{"kind": "gemms", "gemms": GEMMS, "record_programs": True}], workdir=tmp_path)
+    assert res["bit_exact"] and not res["emulator_mismatches"]
+    stats = res["stats"]
+    assert [s["dataflow"] for s in stats] == [g[4] for g in GEMMS]
+    cmd_words = sim_sizes(cfg)[1]
+    for g, s in zip(GEMMS, stats):
+        program = [int(w, 16) for w in s["program"]]
         # (a program longer than the SimTop's command memory runs in several runs; the model splits it the same way)
-        model = V.model_cycles(r, cfg)
-        assert model == r["cycles"], (shape, g, r["cycles"], model)
-        if r["runs"] == 1:
+        model = runs_cycles(program, cfg, cmd_words)
+        assert model == s["cycles"], (name, g, s["cycles"], model)
+        if len(program) <= cmd_words:
             # the tiler scored the program it ran with the same model
-            assert r["est_cycles"] == program_cycles([int(w, 16) for w in r["program"]], cfg) == model
+            assert s["est_cycles"] == program_cycles(program, cfg) == model

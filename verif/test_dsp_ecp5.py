@@ -7,11 +7,11 @@ import pytest
 from cdmqta.hw.array import Array
 from cdmqta.hw.config import QTAConfig
 from cdmqta.hw.mac import MAC
-from cdmqta.sw import rtlsim
+from cdmqta.sw.rtl import build as rtlbuild
 from cdmqta.synth.equiv import LockstepError, lockstep, random_body
 
 pytestmark = [pytest.mark.rtl,
-              pytest.mark.skipif(not rtlsim.have_icarus(), reason="iverilog/vvp not on PATH")]
+              pytest.mark.skipif(not rtlbuild.have_icarus(), reason="iverilog/vvp not on PATH")]
 
 
 def _exhaustive_mac_body(in_bits, seed):

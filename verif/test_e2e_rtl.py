@@ -1,26 +1,24 @@
-"""End to end on the RTL: quantized LoRA training steps and random irregular GEMMs, bit-exact (verif/tb_e2e.py).
+"""End to end on the RTL: quantized LoRA training steps and random irregular GEMMs, bit-exact.
 
-Two array shapes (8x8 with the default memories, non-square 8x4 with small ones: operands beyond its 512-row
-scratchpad are reloaded), the same SimTop builds as verif/test_accel_rtl.py (sw/rtlsim.py caches them). Per shape
-one simulation runs: one full training step (all seven GEMMs with their epilogues) and three consecutive steps with
-host SGD updates, for INT8 and for an INT4 base weight (int8-w4), plus a random irregular-shape GEMM suite; the
-same suite also runs on the golden backend (ISA emulator) and must choose the same mappings.
+Two presets (8x8 with the default memories, non-square 8x4 with small ones: operands beyond its 512-row
+scratchpad are reloaded), the same SimTop builds as verif/test_accel_rtl.py. Per shape one simulation
+(:func:`cdmqta.sw.rtl.backend.run_jobs`, the project's one cocotb job module) runs: one full training step (all
+seven GEMMs with their epilogues) and three consecutive steps with host SGD updates, for INT8 and for an INT4 base
+weight (int8-w4), plus a random irregular-shape GEMM suite; each job's every integer tensor is compared with a
+TorchEngine run and every program with the ISA emulator. The same suite also runs on the golden backend (ISA
+emulator) and must choose the same mappings.
 """
 
-import json
 import random
-from pathlib import Path
 
 import pytest
 
-from cdmqta.hw.config import QTAConfig
+from cdmqta.hw.config import PRESETS
+from cdmqta.sw.rtl.backend import run_jobs, sim_sizes
+from cdmqta.sw.runtime.engines import GoldenBackend
+from cdmqta.sw.runtime.jobs import run_job
 
-HERE = Path(__file__).parent
-
-CONFIGS = {
-    "8x8": QTAConfig(rows=8, cols=8),
-    "8x4": QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2, host_addr_width=16),
-}
+NAMES = ["8x8", "8x4"]
 
 LAYER = {"tokens": 50, "in": 72, "out": 40, "rank": 4}          # the demo's layer
 SMALL = {"tokens": 21, "in": 27, "out": 19, "rank": 4}          # for the 3-step runs: still no multiple of 8 or 4
@@ -50,23 +48,12 @@ def random_gemms(seed, n=14):
     return out
 
 
-def run_rtl(name, jobs, tmp_path):
-    from cdmqta.sw import rtlsim
-    from cdmqta.sw.rtl_backend import build_simtop
-    cfg = CONFIGS[name]
-    built, host_words, cmd_words = build_simtop(cfg)
-    out = tmp_path / "e2e.json"
-    env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
-           "E2E_JOBS": json.dumps(jobs), "RESULTS_JSON": out}
-    rtlsim.run(built, "tb_e2e", env=env, python_path=[HERE])
-    return json.loads(out.read_text())
-
-
 @pytest.mark.rtl
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", NAMES)
 def test_lora_steps_and_random_gemms_on_rtl(name, tmp_path):
-    gemms = {"kind": "gemms", "gemms": random_gemms(seed=len(name) + CONFIGS[name].cols)}
-    results = run_rtl(name, lora_jobs() + [gemms], tmp_path)
+    cfg = PRESETS[name]
+    gemms = {"kind": "gemms", "gemms": random_gemms(seed=len(name) + cfg.cols)}
+    results, _ = run_jobs(cfg, lora_jobs() + [gemms], workdir=tmp_path)
     assert len(results) == 5
     assert sum(s["name"].startswith("fused") for s in results[4]["stats"]) == 4
     for res in results:
@@ -84,10 +71,7 @@ def test_lora_steps_and_random_gemms_on_rtl(name, tmp_path):
                 # the hardware cannot beat the physical limit M*N*K/(R*C)
                 assert s["cycles"] >= s["ideal"], s
     # the same random suite on the golden backend picks the same mappings and gives the same integers
-    from cdmqta.sw.rtl_backend import run_job
-    from cdmqta.sw.runtime import GoldenBackend
-    from cdmqta.sw.rtl_backend import sim_sizes
-    golden = run_job(GoldenBackend(CONFIGS[name], host_words=sim_sizes(CONFIGS[name])[0]), gemms)
+    golden = run_job(GoldenBackend(cfg, host_words=sim_sizes(cfg)[0]), gemms)
     assert golden["bit_exact"]
     assert [s["dataflow"] for s in golden["stats"]] == [s["dataflow"] for s in results[4]["stats"]]
     assert {s["dataflow"] for s in results[4]["stats"]} == {"ws", "os", "is"}
@@ -95,9 +79,8 @@ def test_lora_steps_and_random_gemms_on_rtl(name, tmp_path):
 
 def test_random_gemms_on_golden():
     """The RTL suite's shapes on the golden backend alone (no simulator): exact on both array shapes."""
-    from cdmqta.sw.rtl_backend import run_job, sim_sizes
-    from cdmqta.sw.runtime import GoldenBackend
-    for name, cfg in CONFIGS.items():
+    for name in NAMES:
+        cfg = PRESETS[name]
         res = run_job(GoldenBackend(cfg, host_words=sim_sizes(cfg)[0]), {"kind": "gemms", "gemms": random_gemms(7, 20)})
         assert res["bit_exact"] and not res["diffs"], (name, res["diffs"])
         assert all(s["bit_exact"] for s in res["stats"])

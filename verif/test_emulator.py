@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cdmqta.hw.config import QTAConfig
-from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, Status, encode
-from cdmqta.sw.emulator import Emulator, EmulatorError
-from cdmqta.sw.requant import requantize
+from cdmqta.hw.isa import Dataflow, Op, OutFormat, Precision, Rounding, Status, encode, pack_int4
+from cdmqta.sw.model.requant import requantize
+from cdmqta.sw.runtime.emulator import Emulator, EmulatorError
 
 CFG = QTAConfig(rows=4, cols=3, sp_rows=64, sp_banks=1, acc_rows=32, acc_banks=1, host_addr_width=10)
 LANES = CFG.lanes   # 4
@@ -29,10 +29,6 @@ def read_int32(em, addr, rows, cols):
 
 def read_int8(em, addr, rows, cols):
     return em.host[addr:addr + rows, :cols].view(np.int8).astype(np.int64)
-
-
-def pack4(lo, hi):
-    return ((hi & 0xF) << 4) | (lo & 0xF)
 
 
 def test_ws_tile_partial_and_accumulate():
@@ -92,11 +88,11 @@ def test_int4_lanes(k):
     if k % 2:   # garbage in the padding nibble must not count
         ap[:, -1] = 5
         bp[-1, :] = -3
-    a_bytes = pack4(ap[:, 0::2], ap[:, 1::2])            # WS: row t, lane i = (A[t,2i], A[t,2i+1])
-    b_bytes = pack4(bp[0::2, :], bp[1::2, :])            # row s, lane j = (B[2s,j], B[2s+1,j])
+    a_bytes = pack_int4(ap[:, 0::2], ap[:, 1::2])            # WS: row t, lane i = (A[t,2i], A[t,2i+1])
+    b_bytes = pack_int4(bp[0::2, :], bp[1::2, :])            # row s, lane j = (B[2s,j], B[2s+1,j])
     host_int8(em, 0, a_bytes.astype(np.uint8).view(np.int8))
     host_int8(em, 20, b_bytes.astype(np.uint8).view(np.int8))
-    at_bytes = pack4(ap.T[0::2, :], ap.T[1::2, :])       # OS: row s, lane i = (A[i,2s], A[i,2s+1])
+    at_bytes = pack_int4(ap.T[0::2, :], ap.T[1::2, :])       # OS: row s, lane i = (A[i,2s], A[i,2s+1])
     host_int8(em, 40, at_bytes[:, :4].astype(np.uint8).view(np.int8))
     steps = (k + 1) // 2
     prog = [encode(Op.CONFIG, precision=Precision.INT4),

@@ -1,4 +1,4 @@
-"""The requantization epilogue (hw/epilogue.py) against sw/requant.py, bit for bit, in the Amaranth simulator."""
+"""The requantization epilogue (hw/epilogue.py) against sw/model/requant.py, bit for bit, in the Amaranth simulator."""
 
 import random
 
@@ -6,9 +6,11 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
+from cdmqta.hw.array_schedule import sign_extend
 from cdmqta.hw.epilogue import Epilogue
 from cdmqta.hw.isa import OutFormat, Rounding
-from cdmqta.sw.requant import requantize
+from cdmqta.sw.model.requant import requantize
+from cdmqta.sw.runtime.hostmem import pack_rows
 
 
 def _run(cols, acc_width, lanes, rows, cfgs, row_index):
@@ -45,14 +47,14 @@ def _run(cols, acc_width, lanes, rows, cfgs, row_index):
 def _expect(row, cfg, i_row, cols, lanes):
     acc = torch.tensor([row], dtype=torch.int64)
     out = cfg["out"]
-    if out == OutFormat.INT32:
-        return sum((v & 0xFFFFFFFF) << (32 * c) for c, v in enumerate(row))
+    if out == OutFormat.INT32:        # the low 32 bits of each lane (acc_width may be 40)
+        return pack_rows([[sign_extend(v, 32) for v in row]], "int32", lanes)[0]
     bits = 8 if out == OutFormat.INT8 else 4
     rnd = "stochastic" if cfg["rounding"] == Rounding.STOCHASTIC else "nearest"
     # The tile is one accumulator row whose logical origin is (i_row, origin_col) in the acc frame.
     q = requantize(acc, cfg["mult"], cfg["shift"], bits=bits, rounding=rnd, seed=cfg["seed"],
                    origin=(i_row, cfg["origin_col"]), transposed=bool(cfg["transposed"]))[0].tolist()
-    return sum((v & 0xFF) << (8 * c) for c, v in enumerate(q))
+    return pack_rows([q], "int8", lanes)[0]
 
 
 @pytest.mark.parametrize("cols,lanes,acc_width", [(4, 4, 32), (3, 5, 40)])

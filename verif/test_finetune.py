@@ -4,10 +4,11 @@ import argparse
 import json
 import math
 
+import numpy as np
 import pytest
 
-from cdmqta.sw import finetune
-from cdmqta.sw.diffusion_study import StudyConfig, frechet_distance
+from cdmqta.sw.apps import finetune
+from cdmqta.sw.apps.diffusion_study import StudyConfig, frechet_distance
 
 
 def _parse(argv):
@@ -64,7 +65,6 @@ def test_study_config_validation():
 
 
 def test_frechet_distance():
-    import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))

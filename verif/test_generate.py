@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cdmqta.hw.config import QTAConfig
-from cdmqta.sw import rtlsim
+from cdmqta.sw.rtl import build as rtlbuild
 
 
 def cli(*args):
@@ -55,11 +55,11 @@ def test_generated_verilog_lints(tmp_path, top, rows, cols, int4):
     p = cli("--rows", str(rows), "--cols", str(cols), "--int4" if int4 else "--no-int4", "--top", top,
             "-o", str(tmp_path))
     assert p.returncode == 0, p.stderr
-    rc, out = rtlsim.lint(tmp_path / f"{top}.v", top)
+    rc, out = rtlbuild.lint(tmp_path / f"{top}.v", top)
     assert rc == 0, out[-3000:]
     assert "%Warning" not in out and "%Error" not in out, out[-3000:]
     # without the waivers -Wall does warn, and only about waived kinds
-    rc_all, out_all = rtlsim.lint(tmp_path / f"{top}.v", top, waivers={})
+    rc_all, out_all = rtlbuild.lint(tmp_path / f"{top}.v", top, waivers={})
     kinds = set(re.findall(r"%Warning-(\w+)", out_all))
-    assert rc_all != 0 and kinds and kinds <= set(rtlsim.LINT_WAIVERS), kinds
+    assert rc_all != 0 and kinds and kinds <= set(rtlbuild.LINT_WAIVERS), kinds
     assert {"UNUSEDSIGNAL", "PROCASSINIT"} <= kinds

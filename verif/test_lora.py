@@ -5,11 +5,12 @@ import copy
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from cdmqta.sw.engine import TorchEngine
-from cdmqta.sw.lora import GEMMS, QuantLoRALinear, add_lora, capture, lora_layers, reference_step
-from cdmqta.sw.quant import quantize_tensor
+from cdmqta.sw.model.engine import TorchEngine
+from cdmqta.sw.model.lora import GEMMS, QuantLoRALinear, add_lora, capture, lora_layers, reference_step
+from cdmqta.sw.model.quant import quantize_tensor
 
 
 class Block(nn.Module):
@@ -44,7 +45,11 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def _data(seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(3, 10, 24, generator=gen), torch.randn(3, 5, 16, generator=gen), torch.randn(3, 10, 24, generator=gen)
+    return (
+        torch.randn(3, 10, 24, generator=gen),
+        torch.randn(3, 5, 16, generator=gen),
+        torch.randn(3, 10, 24, generator=gen),
+    )
 
 
 def _net(seed=0):
@@ -53,7 +58,6 @@ def _net(seed=0):
 
 
 def test_fp32_matches_peft():
-    from peft import LoraConfig, get_peft_model
 
     base = _net()
     ours = copy.deepcopy(base)

@@ -6,18 +6,24 @@ import pytest
 from amaranth.sim import Simulator
 
 from cdmqta.hw.array import Array
-from cdmqta.hw.array_schedule import Tile, schedule, simulate, _mac, _sx
+from cdmqta.hw.array_schedule import (
+    Beat,
+    Tile,
+    check,
+    gemm_tiles,
+    ideal_cycles,
+    mac_reference,
+    pack_int4,
+    schedule,
+    sign_extend,
+    simulate,
+)
 from cdmqta.hw.config import QTAConfig
 from cdmqta.hw.mac import MAC
 from cdmqta.hw.pe import PE
 
 EXTREMES8 = [-128, -127, -1, 0, 1, 126, 127]
 NIBBLES = [-8, -7, -1, 0, 1, 6, 7]
-
-
-def nib(lo, hi):
-    b = ((hi & 0xF) << 4) | (lo & 0xF)
-    return b - 256 if b & 0x80 else b
 
 
 def run(dut, testbench):
@@ -29,7 +35,13 @@ def run(dut, testbench):
 
 def mac_vectors(rng, n):
     v = [(a, b, 0) for a in EXTREMES8 for b in EXTREMES8]
-    v += [(nib(a0, a1), nib(b0, b1), 1) for a0 in NIBBLES for a1 in NIBBLES for b0 in (-8, 7, -1) for b1 in (-8, 7, 0)]
+    v += [
+        (pack_int4(a0, a1), pack_int4(b0, b1), 1)
+        for a0 in NIBBLES
+        for a1 in NIBBLES
+        for b0 in (-8, 7, -1)
+        for b1 in (-8, 7, 0)
+    ]
     v += [(rng.randint(-128, 127), rng.randint(-128, 127), rng.randint(0, 1)) for _ in range(n)]
     return v
 
@@ -55,13 +67,15 @@ def test_mac_int8_int4(acc_width):
             await ctx.tick()
 
     run(dut, tb)
-    expect = [_sx(ad + _mac(a, b, i4), acc_width) for (a, b, i4), ad in zip(vectors, addends)]
+    expect = [sign_extend(ad + mac_reference(a, b, i4), acc_width) for (a, b, i4), ad in zip(vectors, addends)]
     assert seen == expect
 
 
 def test_mac_int8_only_build():
     rng = random.Random(3)
-    vectors = [(a, b) for a in EXTREMES8 for b in EXTREMES8] + [(rng.randint(-128, 127), rng.randint(-128, 127)) for _ in range(300)]
+    vectors = [(a, b) for a in EXTREMES8 for b in EXTREMES8] + [
+        (rng.randint(-128, 127), rng.randint(-128, 127)) for _ in range(300)
+    ]
     dut = MAC(32, int4=False)
     seen = []
 
@@ -82,11 +96,10 @@ def test_mac_int8_only_build():
 def test_pe_ws_and_os(precision):
     """One PE: preload weights by shift, WS psum, OS accumulate with `first`, drain through the chain."""
     rng = random.Random(10 + precision)
-    lim = 7 if precision else 127
 
     def lane():
         if precision:
-            return nib(rng.choice(NIBBLES + [rng.randint(-8, 7)]), rng.choice(NIBBLES + [rng.randint(-8, 7)]))
+            return pack_int4(rng.choice(NIBBLES + [rng.randint(-8, 7)]), rng.choice(NIBBLES + [rng.randint(-8, 7)]))
         return rng.choice(EXTREMES8 + [rng.randint(-128, 127)])
 
     dut = PE(32, int4=True)
@@ -108,7 +121,6 @@ def test_pe_ws_and_os(precision):
     ws_start = len(beats)
     beats += [(a, 0, 0, ctrl(compute=1, sel=x % 2)) for x, a in enumerate(a_ws)]   # weight = c[sel]
     beats += [(0, 0, 0, ctrl())]
-    os_start = len(beats)
     beats += [(a_os[t], b_os[t], 0, ctrl(compute=1, dataflow=1, sel=1, first=int(t == 0))) for t in range(9)]
     beats += [(0, 0, 0, ctrl())]                   # H2: no shift right after an OS compute beat of the other sel
     drain_at = len(beats)
@@ -138,8 +150,10 @@ def test_pe_ws_and_os(precision):
 
     run(dut, tb)
     weights = [w1, w0]  # c[0] = w1, c[1] = w0
-    assert log["ws"] == [_sx(ps + _mac(a, weights[x % 2], precision), 32) for x, (a, ps) in enumerate(zip(a_ws, psums))]
-    assert log["drain"] == sum(_mac(a, b, precision) for a, b in zip(a_os, b_os))
+    assert log["ws"] == [
+        sign_extend(ps + mac_reference(a, weights[x % 2], precision), 32) for x, (a, ps) in enumerate(zip(a_ws, psums))
+    ]
+    assert log["drain"] == sum(mac_reference(a, b, precision) for a, b in zip(a_os, b_os))
     assert log["shifted_in"] == 5
 
 
@@ -180,7 +194,9 @@ def _rand_tile(rng, df, prec, R, C):
     m = rng.randint(1, 6) if df == "ws" else rng.randint(1, R)
     k, n = rng.randint(1, kmax), rng.randint(1, C)
     pick = lambda: rng.choice([-lim - 1, lim, rng.randint(-lim - 1, lim)])
-    return Tile(df, prec, [[pick() for _ in range(k)] for _ in range(m)], [[pick() for _ in range(n)] for _ in range(k)])
+    return Tile(
+        df, prec, [[pick() for _ in range(k)] for _ in range(m)], [[pick() for _ in range(n)] for _ in range(k)]
+    )
 
 
 @pytest.mark.parametrize("rows,cols,lanes", [(3, 2, 2), (3, 2, 1), (2, 4, 2), (5, 3, 2), (4, 3, 1), (1, 1, 2)])
@@ -215,7 +231,6 @@ def test_array_int8_only_build():
 
 
 def test_schedule_cycles_and_hazard_check():
-    from cdmqta.hw.array_schedule import Beat, check, gemm_tiles, ideal_cycles
 
     a = [[1] * 64 for _ in range(64)]
     for df, lanes, expect in (("ws", 1, 4096 + 8 + 18), ("os", 1, 4096 + 1 + 8 + 18),

@@ -27,15 +27,15 @@ def test_scratchpad_banks_and_two_read_ports(banks):
         for _ in range(100):
             addrs = [rng.randrange(rows), rng.randrange(rows)]
             for p in range(2):
-                ctx.set(dut.r_en[p], 1)
-                ctx.set(dut.r_addr[p], addrs[p])
+                ctx.set(dut.r[p].en, 1)
+                ctx.set(dut.r[p].addr, addrs[p])
             await ctx.tick()
             for p in range(2):
-                ctx.set(dut.r_en[p], 0)
-            assert [ctx.get(dut.r_data[p]) for p in range(2)] == [model[a] for a in addrs]
-            # Held while r_en is low.
+                ctx.set(dut.r[p].en, 0)
+            assert [ctx.get(dut.r[p].data) for p in range(2)] == [model[a] for a in addrs]
+            # Held while en is low.
             await ctx.tick()
-            assert [ctx.get(dut.r_data[p]) for p in range(2)] == [model[a] for a in addrs]
+            assert [ctx.get(dut.r[p].data) for p in range(2)] == [model[a] for a in addrs]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -101,10 +101,10 @@ def test_accumulate_on_write_back_to_back(banks, ports, rows):
         await ctx.tick()
         assert not ctx.get(dut.busy)
         for a in range(rows):
-            ctx.set(dut.r_en, 1)
-            ctx.set(dut.r_addr, a)
+            ctx.set(dut.r.en, 1)
+            ctx.set(dut.r.addr, a)
             await ctx.tick()
-            assert [ctx.get(dut.r_data[c]) for c in range(cols)] == model[a], f"row {a}"
+            assert [ctx.get(dut.r.data[c]) for c in range(cols)] == model[a], f"row {a}"
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

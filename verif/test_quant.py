@@ -7,10 +7,16 @@ from fractions import Fraction
 import pytest
 import torch
 
-from cdmqta.sw.quant import (
-    dequantize, multiplier_value, quantize, quantize_multiplier, quantize_tensor, requant_params, scale_for,
+from cdmqta.sw.model.quant import (
+    dequantize,
+    multiplier_value,
+    quantize,
+    quantize_multiplier,
+    quantize_tensor,
+    requant_params,
+    scale_for,
 )
-from cdmqta.sw.requant import requantize
+from cdmqta.sw.model.requant import requantize
 
 MASK32 = 0xFFFFFFFF
 
@@ -50,7 +56,9 @@ def test_requantize_matches_python_ints(bits, rounding):
             acc[0][0] = 5 << (shift - 1)
         seed = rng.getrandbits(32)
         got = requantize(torch.tensor(acc, dtype=torch.int32), mult, shift, bits, rounding, seed)
-        want = [[py_requant(acc[i][j], mult, shift, bits, rounding, seed, i, j) for j in range(cols)] for i in range(rows)]
+        want = [
+            [py_requant(acc[i][j], mult, shift, bits, rounding, seed, i, j) for j in range(cols)] for i in range(rows)
+        ]
         assert got.tolist() == want, (mult, shift)
 
 

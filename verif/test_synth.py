@@ -4,8 +4,10 @@ The ``synth`` tests run the YoWASP tools (the first call compiles WebAssembly, ~
 together they take well under 2 minutes with a warm cache.
 """
 
+import importlib.util
 import json
 import random
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module, Signal, signed
@@ -14,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from cdmqta.cli import main as cli_main
-from cdmqta.synth.flow import ToolError, synthesize
+from cdmqta.synth.flow import Progress, ToolError, synthesize
 from cdmqta.synth.wrapper import HostLinkWrapper
 
 
@@ -191,13 +193,10 @@ def test_bad_choice_names_the_option(argv, needle, tmp_path, capsys):
 
 
 def _quiet():
-    from cdmqta.synth.flow import Progress
     return Progress(quiet=True)
 
 
 def _sweep_module():
-    import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "synth_sweep.py"
     spec = importlib.util.spec_from_file_location("synth_sweep", path)

@@ -6,9 +6,9 @@ import torch
 
 from cdmqta.hw.config import QTAConfig
 from cdmqta.hw.isa import Op, decode
-from cdmqta.sw.emulator import Emulator
-from cdmqta.sw.requant import requantize
-from cdmqta.sw.tiler import (Epilogue, GemmSpec, TilerError, candidates, plan_gemm, plan_many, plan_requant)
+from cdmqta.sw.model.requant import requantize
+from cdmqta.sw.runtime.emulator import Emulator
+from cdmqta.sw.runtime.tiler import Epilogue, GemmSpec, TilerError, candidates, plan_gemm, plan_many, plan_requant
 
 CFG = QTAConfig()
 CFG_8x4 = QTAConfig(rows=8, cols=4, sp_rows=512, sp_banks=2, acc_rows=256, acc_banks=2)

@@ -1,27 +1,29 @@
 """Workload extraction: recorded GEMMs against PyTorch's FLOP counter on a small U-Net, and the SD-1.5 CSVs."""
 
+import json
 import os
 
 import pytest
+from torch import nn
 
-from cdmqta.sw import workloads as W
+from cdmqta.sw.perf import extract as X
+from cdmqta.sw.perf import workloads as W
 
 
 @pytest.mark.parametrize("placement", ["kv", "all"])
 def test_tiny_unet_macs_match_flop_counter(placement):
     # fwd and bwd MACs recorded by the hooks equal what torch's FLOP counter sees on a real CPU run with LoRA
     # (frozen weights: activation gradients only; adapters trained)
-    res = W.verify(W.TINY_CONFIG, placement, rank=8, tokens=7)
+    res = X.verify(W.TINY_CONFIG, placement, rank=8, tokens=7)
     for phase, (counted, recorded) in res.items():
         assert counted == recorded, (phase, counted, recorded)
         assert counted > 0
 
 
 def test_tiny_unet_rows_follow_module_shapes():
-    from torch import nn
 
-    base, sites = W.record_unet(W.TINY_CONFIG, "kv", tokens=7)
-    unet = W.build_unet(W.TINY_CONFIG, "meta")
+    base, sites = X.record_unet(W.TINY_CONFIG, "kv", tokens=7)
+    unet = X.build_unet(W.TINY_CONFIG, "meta")
     linears = [m for m in unet.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     fwd_frozen = [g for g in base if g.phase == "fwd" and g.cls == "frozen"]
     assert len(fwd_frozen) == len(linears)          # one forward GEMM per linear / conv (each runs once)
@@ -61,7 +63,6 @@ def test_sd15_csv_consistency(workload, sites_per_block):
                     assert g.a_id == W.TEXT_ID or g.b_id == W.TEXT_ID
                 assert 77 in (g.m, g.n, g.k)
     # totals recorded by the extraction script agree with the CSV
-    import json
     with open(os.path.join(W.data_dir(), "workloads_summary.json")) as f:
         summary = json.load(f)["workloads"][workload]["per_rank"]
     for r in (4, 128):

@@ -1,0 +1,104 @@
+"""``cdmqta demo``: one quantized LoRA training step on the generated accelerator, checked bit for bit.
+
+Generates the accelerator (QTAConfig defaults: 8x8, INT8 with the INT4 mode, WS+OS), builds it with Verilator
+(cached), and runs one training step of a LoRA layer whose sizes are not multiples of the array (in=72, out=40,
+r=4, T=50 tokens) through the golden model (:mod:`cdmqta.sw.model.lora`) with every GEMM and requantization executed on
+the RTL (:mod:`cdmqta.sw.rtl.backend`). Every integer output is compared with the PyTorch golden run of the same
+step; per GEMM it prints the dataflow the tiler chose, the cycles (RTL counters), the utilization
+(ideal M*N*K/(R*C) over cycles) and whether it is bit-exact. Exit status 1 if anything differs.
+"""
+
+import json
+import time
+
+from cdmqta.errors import UsageError
+from cdmqta.hw.config import QTAConfig
+
+LAYER = dict(tokens=50, in_features=72, out_features=40, rank=4)
+
+
+def add_arguments(parser):
+    parser.add_argument("--rows", type=int, default=8, help="PE array rows R (default: 8)")
+    parser.add_argument("--cols", type=int, default=8, help="PE array columns C (default: 8)")
+    parser.add_argument("--int4-weights", action="store_true",
+                        help="quantize the frozen base weight W0 to INT4 (mode int8-w4) instead of INT8")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the layer, input and gradient (default: 0)")
+    parser.add_argument("--steps", type=int, default=1, help="training steps with host SGD updates (default: 1)")
+    parser.add_argument("--backend", choices=("rtl", "golden"), default="rtl",
+                        help="rtl: Verilator via cocotb (default); golden: the ISA emulator (no simulator)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+
+
+def _job(args):
+    return {"kind": "lora", "tokens": LAYER["tokens"], "in": LAYER["in_features"], "out": LAYER["out_features"],
+            "rank": LAYER["rank"], "quant": "int8-w4" if args.int4_weights else "int8", "steps": args.steps,
+            "seed": args.seed}
+
+
+def run_demo(config, job, backend="rtl"):
+    """Run ``job`` on ``backend``; returns (result dict of :func:`cdmqta.sw.runtime.jobs.run_job`, timings)."""
+    # torch and the runtime take seconds to import: only running the demo needs them, not ``cdmqta demo --help``
+    if backend == "golden":
+        from cdmqta.sw.runtime.engines import GoldenBackend
+        from cdmqta.sw.runtime.jobs import run_job
+        t = time.perf_counter()
+        res = run_job(GoldenBackend(config), job)
+        return res, {"build_s": 0.0, "sim_s": time.perf_counter() - t}
+    from cdmqta.sw.rtl.backend import run_jobs  # and the simulator stack only for --backend rtl
+    results, timing = run_jobs(config, [job])
+    return results[0], timing
+
+
+def report(config, args, res, timing, total_s):
+    gemms = [s for s in res["stats"] if s["kind"] == "gemm"]
+    requants = [s for s in res["stats"] if s["kind"] == "requant"]
+    return {
+        "all_bit_exact": bool(res["bit_exact"]),
+        "backend": args.backend,
+        "cycles_from": "rtl counters" if args.backend == "rtl" else "tiler cost model",
+        "config": config.to_dict(),
+        "layer": dict(LAYER, quant=res["job"]["quant"], steps=res["job"]["steps"], seed=res["job"]["seed"]),
+        "seconds": {"total": round(total_s, 2), "build": round(timing["build_s"], 2), "run": round(timing["sim_s"], 2)},
+        "diffs": res["diffs"],
+        "emulator_mismatches": res.get("emulator_mismatches", []),
+        "gemms": [{"name": s["name"], "m": s["m"], "n": s["n"], "k": s["k"], "dataflow": s["dataflow"],
+                   "cycles": s["cycles"], "utilization": round(s["utilization"], 4), "bit_exact": s["bit_exact"]}
+                  for s in gemms],
+        "requants": [{"name": s["name"], "m": s["m"], "n": s["n"], "bits": int(s["precision"][3:]),
+                      "cycles": s["cycles"], "bit_exact": s["bit_exact"]} for s in requants],
+    }
+
+
+def main(args):
+    if args.steps < 1:
+        raise UsageError(f"--steps={args.steps} must be >= 1")
+    config = QTAConfig(rows=args.rows, cols=args.cols)
+    job = _job(args)
+    t0 = time.perf_counter()
+    res, timing = run_demo(config, job, args.backend)
+    out = report(config, args, res, timing, time.perf_counter() - t0)
+
+    lay = out["layer"]
+    print(f"cdm-qta demo: {config.rows}x{config.cols} array, LoRA layer in={lay['in_features']} "
+          f"out={lay['out_features']} r={lay['rank']} T={lay['tokens']}, {lay['quant']}, {lay['steps']} step(s), "
+          f"backend {args.backend}")
+    if args.backend == "rtl":
+        print(f"build {out['seconds']['build']:.1f} s (cached after the first run), simulation "
+              f"{out['seconds']['run']:.1f} s")
+    print(f"{'GEMM':8s} {'M':>4s} {'N':>4s} {'K':>4s} {'dataflow':>8s} {'cycles':>7s} {'util':>6s}  bit-exact")
+    for g in out["gemms"]:
+        print(f"{g['name']:8s} {g['m']:4d} {g['n']:4d} {g['k']:4d} {g['dataflow']:>8s} {g['cycles']:7d} "
+              f"{g['utilization']:6.3f}  {'yes' if g['bit_exact'] else 'NO'}")
+    for r in out["requants"]:
+        print(f"requant {r['name']:>3s} {r['m']:4d} {r['n']:4d}  INT{r['bits']:<4d} {'':>5s}{r['cycles']:7d} "
+              f"{'':6s}  {'yes' if r['bit_exact'] else 'NO'}")
+    cyc = sum(g["cycles"] for g in out["gemms"])
+    ideal = sum(g["m"] * g["n"] * g["k"] for g in out["gemms"]) / config.macs
+    print(f"GEMMs: {cyc} cycles, ideal {ideal:.0f}, utilization {ideal / cyc:.3f} ({out['cycles_from']})")
+    for d in out["diffs"] + [f"RTL and ISA emulator differ on {m}" for m in out["emulator_mismatches"]]:
+        print(f"MISMATCH: {d}")
+    print("all bit-exact: " + ("yes" if out["all_bit_exact"] else "NO"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0 if out["all_bit_exact"] and not out["emulator_mismatches"] else 1
