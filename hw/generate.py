@@ -10,6 +10,8 @@ import importlib
 import os
 
 from cdmqta.errors import UsageError
+from cdmqta.paths import check_outputs
+from cdmqta.progress import Reporter
 
 __all__ = ["TOPS", "add_arguments", "main", "generate"]
 
@@ -53,6 +55,7 @@ def add_arguments(parser):
                              "beat/result memories used by the RTL tests (default accel)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="output directory (created if missing); receives <top>.v and config.json")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
 def _config(args):
@@ -97,7 +100,9 @@ def generate(config, top, out_dir):
 
 def main(args):
     config = _config(args)
-    v_path, j_path = generate(config, args.top, args.output)
+    check_outputs(dirs={"-o": args.output})
+    with Reporter(quiet=args.quiet).step(f"converting the {args.top} to Verilog"):
+        v_path, j_path = generate(config, args.top, args.output)
     print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, int4={config.int4}, "
           f"dataflows={','.join(config.dataflows)}, acc_width={config.acc_width})")
     return 0

@@ -26,7 +26,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from cdmqta.hw.config import QTAConfig
-from cdmqta.synth.flow import ToolError, synthesize_config
+from cdmqta.synth.flow import ToolRunError, synthesize_config
 
 
 def _parse_list(text, kind, allowed=None):
@@ -186,7 +186,7 @@ def _sweep(args, sizes, precisions, seeds):
                     r = synthesize_config(config, top=args.top, target=args.target, freq_mhz=args.freq, seed=seed,
                                           dsp=args.dsp, router=args.router, floorplan=args.floorplan,
                                           workdir=os.path.join(args.out, "work", tag))
-                except ToolError as exc:
+                except ToolRunError as exc:
                     r = {"rows": rows, "cols": cols, "macs": rows * cols, "target": args.target,
                          "error": f"{exc.stage}: " + " / ".join(exc.lines[-3:])}
                     print(f"    failed: {r['error']}", file=sys.stderr)

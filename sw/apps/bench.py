@@ -7,7 +7,8 @@ Per GEMM class (frozen, attention, lora) and the whole step: total/compute/stall
 (``M*N*K / (R*C)``, the physical limit), overall utilization (ideal / total), mapping efficiency; energy of ours
 (INT8) and of baseline (a) (FP16). Column names follow SCALE-Sim's COMPUTE_REPORT where they mean the same.
 
-Targets (64 x 64, ranks 4..128) are checked and, when missed, the output says why.
+Targets (64 x 64, ranks 4..128) are checked and, when missed, the output says why. While it models the GEMMs and
+runs SCALE-Sim (minutes on a cold cache), stderr shows a bar of each, unless ``--quiet`` or stderr is not a terminal.
 """
 
 import json
@@ -15,6 +16,8 @@ import math
 
 from cdmqta.errors import UsageError
 from cdmqta.hw.config import QTAConfig
+from cdmqta.paths import check_outputs
+from cdmqta.progress import SILENT, Reporter
 from cdmqta.sw.perf import analytic as P
 from cdmqta.sw.perf import energy as E
 from cdmqta.sw.perf import fusion as F
@@ -61,6 +64,7 @@ def add_arguments(p):
                         "(default 1.5M: the LoRA shapes and the small frozen/attention ones; results are cached)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH ('-' for stdout)")
     p.add_argument("--plot", metavar="PNG", help="write a plot (utilization per class, speed-up against rank) to PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bars on stderr, only the results")
 
 
 def _check_args(args):
@@ -99,8 +103,8 @@ def _out_bytes(g, precision):
     return 4 if grad else 1
 
 
-def _agg(rows, design, R, C, bandwidth, tiling, timing, table):
-    """Per-class and step sums of one design over rows."""
+def _agg(rows, design, R, C, bandwidth, tiling, timing, table, bar):
+    """Per-class and step sums of one design over rows; ``bar`` (tqdm) advances by one per row."""
 
     prec = E.DESIGN_PRECISION[design]
     elem = 2 if prec == "fp16" else 1
@@ -122,6 +126,7 @@ def _agg(rows, design, R, C, bandwidth, tiling, timing, table):
         for k in ("dram_bytes", "sram_bytes", "acc_bytes"):
             a[k] += getattr(c, k) * g.count
         a["dataflows"][c.dataflow] = a["dataflows"].get(c.dataflow, 0) + g.count
+        bar.update(1)
     step = {k: sum(out[c][k] for c in CLASSES) for k in ("total_cycles", "compute_cycles", "stall_cycles",
                                                          "ideal_cycles", "macs", "slots", "gemms", "dram_bytes",
                                                          "sram_bytes", "acc_bytes", "util_sum")}
@@ -139,17 +144,18 @@ def _agg(rows, design, R, C, bandwidth, tiling, timing, table):
     return out
 
 
-def scalesim_column(rows, R, C, budget, want):
-    """SCALE-Sim WS per class on the covered GEMMs, beside our fixed-WS formula on exactly those GEMMs."""
+def scalesim_column(rows, R, C, budget, want, status=None, progress=None):
+    """SCALE-Sim WS per class on the covered GEMMs, beside our fixed-WS formula on exactly those GEMMs.
+    ``status``: what :func:`cdmqta.sw.perf.scalesim_ref.available` returned (None: ask it)."""
 
     if not want:
         return {"available": False, "reason": "skipped (--no-scalesim)"}
-    ok, info = S.available()
+    ok, info = S.available() if status is None else status
     if not ok:
         return {"available": False, "reason": info}
     shapes = S.select_shapes(rows, budget)
     try:
-        res = S.run_shapes(shapes, R, C, "ws", path=info)
+        res = S.run_shapes(shapes, R, C, "ws", path=info, progress=progress)
     except (RuntimeError, OSError) as exc:
         return {"available": False, "reason": str(exc)}
     col = {"available": True, "dataflow": "ws", "shapes_simulated": len(shapes)}
@@ -171,8 +177,10 @@ def scalesim_column(rows, R, C, budget, want):
 
 
 def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.0, fusion=True, scalesim=True,
-              scalesim_budget=1_500_000, config=None, timing=None, sp_rows=4096, acc_rows=1024, shift_lanes=2):
-    """All results as a dict (the JSON of ``cdmqta bench --json``)."""
+              scalesim_budget=1_500_000, config=None, timing=None, sp_rows=4096, acc_rows=1024, shift_lanes=2,
+              progress=None):
+    """All results as a dict (the JSON of ``cdmqta bench --json``). ``progress``: a
+    :class:`cdmqta.progress.Reporter` that shows bars of the GEMMs modeled and simulated (None: silent)."""
 
     config = config or QTAConfig(rows=rows, cols=cols, sp_rows=sp_rows, acc_rows=acc_rows, shift_lanes=shift_lanes)
     timing = timing or P.ArrayTiming(lanes=config.shift_lanes)
@@ -184,18 +192,34 @@ def run_bench(workload="sd15-lora-kv", rank=None, rows=64, cols=64, bandwidth=0.
         if ranks and rank not in ranks:
             raise UsageError(f"--rank {rank} is not in workload {workload!r} (ranks: {', '.join(map(str, ranks))})")
         ranks = [rank] if ranks else []
-    per_rank = {}
-    class_rows = []
+    progress = SILENT if progress is None else progress
+    plans = []                                   # (rank, its GEMMs, the same fused)
     for r in (ranks or [0]):
         rows_r = [g for g in all_rows if g.rank in (0, r)]
-        fused = F.fuse(rows_r) if fusion else rows_r
-        res = {
-            "ours": _agg(fused, "ours", rows, cols, bandwidth, tiling, timing, table),
-            "ours_nofusion": _agg(rows_r, "ours", rows, cols, bandwidth, tiling, timing, table),
-            "ws_overlap": _agg(rows_r, "ws_overlap", rows, cols, bandwidth, tiling, timing, table),
-            "fixed_ws": _agg(rows_r, "fixed_ws", rows, cols, bandwidth, tiling, timing, table),
-        }
-        ss = scalesim_column(rows_r, rows, cols, scalesim_budget, scalesim)
+        plans.append((r, rows_r, F.fuse(rows_r) if fusion else rows_r))
+    modeled = {}
+    with progress.bar(total=sum(len(f) + 3 * len(g) for _, g, f in plans), desc="modeling GEMMs (4 designs)",
+                      unit="GEMM") as bar:
+        for r, rows_r, fused in plans:
+            modeled[r] = {
+                "ours": _agg(fused, "ours", rows, cols, bandwidth, tiling, timing, table, bar),
+                "ours_nofusion": _agg(rows_r, "ours", rows, cols, bandwidth, tiling, timing, table, bar),
+                "ws_overlap": _agg(rows_r, "ws_overlap", rows, cols, bandwidth, tiling, timing, table, bar),
+                "fixed_ws": _agg(rows_r, "fixed_ws", rows, cols, bandwidth, tiling, timing, table, bar),
+            }
+    status = S.available() if scalesim else None
+    if status is not None and status[0]:
+        # one SCALE-Sim run for the shapes of every rank (each rank's column then reads them from its cache)
+        shapes = list(dict.fromkeys(s for _, rows_r, _ in plans for s in S.select_shapes(rows_r, scalesim_budget)))
+        try:
+            S.run_shapes(shapes, rows, cols, "ws", path=status[1], progress=progress)
+        except (RuntimeError, OSError) as exc:
+            status = (False, str(exc))
+    per_rank = {}
+    class_rows = []
+    for r, rows_r, _ in plans:
+        res = modeled[r]
+        ss = scalesim_column(rows_r, rows, cols, scalesim_budget, scalesim, status=status)
         o, a, b = res["ours"], res["fixed_ws"], res["ws_overlap"]
         ideal = o["step"]["ideal_cycles"]
         lora_ok = o["lora"]["total_cycles"] > 0
@@ -409,9 +433,10 @@ def plot(out, path):
 
 def main(args):
     _check_args(args)
+    check_outputs(files={"--json": args.json, "--plot": args.plot})
     out = run_bench(args.workload, args.rank, args.rows, args.cols, args.bandwidth, fusion=not args.no_fusion,
                     scalesim=not args.no_scalesim, scalesim_budget=args.scalesim_budget, sp_rows=args.sp_rows,
-                    acc_rows=args.acc_rows, shift_lanes=args.shift_lanes)
+                    acc_rows=args.acc_rows, shift_lanes=args.shift_lanes, progress=Reporter(quiet=args.quiet))
     if args.json == "-":
         print(json.dumps(out, indent=1, default=str))
     else:

@@ -5,7 +5,9 @@ Generates the accelerator (QTAConfig defaults: 8x8, INT8 with the INT4 mode, WS+
 r=4, T=50 tokens) through the golden model (:mod:`cdmqta.sw.model.lora`) with every GEMM and requantization executed on
 the RTL (:mod:`cdmqta.sw.rtl.backend`). Every integer output is compared with the PyTorch golden run of the same
 step; per GEMM it prints the dataflow the tiler chose, the cycles (RTL counters), the utilization
-(ideal M*N*K/(R*C) over cycles) and whether it is bit-exact. Exit status 1 if anything differs.
+(ideal M*N*K/(R*C) over cycles) and whether it is bit-exact. Exit status 1 if anything differs. While it runs,
+stderr says what it is doing (loading, converting to Verilog, building, simulating) with the elapsed time, unless
+``--quiet`` or stderr is not a terminal.
 """
 
 import json
@@ -13,6 +15,8 @@ import time
 
 from cdmqta.errors import UsageError
 from cdmqta.hw.config import QTAConfig
+from cdmqta.paths import check_outputs
+from cdmqta.progress import SILENT, Reporter
 
 LAYER = dict(tokens=50, in_features=72, out_features=40, rank=4)
 
@@ -27,6 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--backend", choices=("rtl", "golden"), default="rtl",
                         help="rtl: Verilator via cocotb (default); golden: the ISA emulator (no simulator)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr, only the results")
 
 
 def _job(args):
@@ -35,17 +40,22 @@ def _job(args):
             "seed": args.seed}
 
 
-def run_demo(config, job, backend="rtl"):
-    """Run ``job`` on ``backend``; returns (result dict of :func:`cdmqta.sw.runtime.jobs.run_job`, timings)."""
+def run_demo(config, job, backend="rtl", progress=None):
+    """Run ``job`` on ``backend``; returns (result dict of :func:`cdmqta.sw.runtime.jobs.run_job`, timings).
+    ``progress``: a :class:`cdmqta.progress.Reporter` told about each step (None: silent)."""
+    progress = SILENT if progress is None else progress
     # torch and the runtime take seconds to import: only running the demo needs them, not ``cdmqta demo --help``
     if backend == "golden":
-        from cdmqta.sw.runtime.engines import GoldenBackend
-        from cdmqta.sw.runtime.jobs import run_job
+        with progress.step("loading torch and the runtime"):
+            from cdmqta.sw.runtime.engines import GoldenBackend
+            from cdmqta.sw.runtime.jobs import run_job
         t = time.perf_counter()
-        res = run_job(GoldenBackend(config), job)
+        with progress.step("running the step on the ISA emulator"):
+            res = run_job(GoldenBackend(config), job)
         return res, {"build_s": 0.0, "sim_s": time.perf_counter() - t}
-    from cdmqta.sw.rtl.backend import run_jobs  # and the simulator stack only for --backend rtl
-    results, timing = run_jobs(config, [job])
+    with progress.step("loading torch, the runtime and the simulator"):
+        from cdmqta.sw.rtl.backend import run_jobs  # and the simulator stack only for --backend rtl
+    results, timing = run_jobs(config, [job], progress=progress)
     return results[0], timing
 
 
@@ -73,15 +83,15 @@ def main(args):
     if args.steps < 1:
         raise UsageError(f"--steps={args.steps} must be >= 1")
     config = QTAConfig(rows=args.rows, cols=args.cols)
+    check_outputs(files={"--json": args.json})
     job = _job(args)
+    print(f"cdm-qta demo: {config.rows}x{config.cols} array, LoRA layer in={job['in']} out={job['out']} "
+          f"r={job['rank']} T={job['tokens']}, {job['quant']}, {job['steps']} step(s), backend {args.backend}",
+          flush=True)
     t0 = time.perf_counter()
-    res, timing = run_demo(config, job, args.backend)
+    res, timing = run_demo(config, job, args.backend, Reporter(quiet=args.quiet))
     out = report(config, args, res, timing, time.perf_counter() - t0)
 
-    lay = out["layer"]
-    print(f"cdm-qta demo: {config.rows}x{config.cols} array, LoRA layer in={lay['in_features']} "
-          f"out={lay['out_features']} r={lay['rank']} T={lay['tokens']}, {lay['quant']}, {lay['steps']} step(s), "
-          f"backend {args.backend}")
     if args.backend == "rtl":
         print(f"build {out['seconds']['build']:.1f} s (cached after the first run), simulation "
               f"{out['seconds']['run']:.1f} s")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 
 from cdmqta.errors import UsageError
+from cdmqta.paths import check_outputs
 
 __all__ = ["add_arguments", "main", "config_from_args"]
 
@@ -91,9 +92,7 @@ def main(args):
     from .diffusion_study import format_table, run_study  # (see config_from_args)
 
     cfg = config_from_args(args)
-    for path in (args.json, args.markdown):
-        if path:
-            open(path, "a").close()  # fail now, not after the run, on an unwritable path
+    check_outputs(files={"--json": args.json, "--markdown": args.markdown})
     result = run_study(cfg, log=(lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True)))
     table = format_table(result)
     print(table)

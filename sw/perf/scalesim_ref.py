@@ -25,6 +25,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+
+from cdmqta.progress import SILENT
 
 __all__ = ["INSTALL_LINE", "scalesim_dir", "available", "run_shapes", "select_shapes", "cache_path"]
 
@@ -69,10 +72,11 @@ InterfaceBandwidth: CALC
 UseRamulatorTrace: False
 """
 
+# verbose: SCALE-Sim prints "Total cycles: ..." as each layer (GEMM) finishes, which drives the progress bar
 _RUNNER = """
 import sys
 from scalesim.scale_sim import scalesim
-s = scalesim(save_disk_space=True, verbose=False, config=sys.argv[1], topology=sys.argv[2], layout=sys.argv[3],
+s = scalesim(save_disk_space=True, verbose=True, config=sys.argv[1], topology=sys.argv[2], layout=sys.argv[3],
              input_type_gemm=True)
 s.run_scale(top_path=sys.argv[4])
 """
@@ -160,9 +164,42 @@ def select_shapes(gemms, budget_elems=2_000_000, first_classes=("lora",)):
     return out
 
 
-def run_shapes(shapes, rows, cols, dataflow="ws", timeout=600, path=None):
+def _run_scalesim(argv, env, cwd, timeout, bar):
+    """Run the SCALE-Sim runner, advancing ``bar`` by one per GEMM it finishes; returns (exit status, its last
+    error or output lines). RuntimeError after ``timeout`` seconds."""
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(argv, env=dict(env, PYTHONUNBUFFERED="1"), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=errors, stdin=subprocess.DEVNULL, text=True)
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            proc.kill()
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        tail = []
+        try:
+            for line in proc.stdout:
+                if line.startswith("Total cycles:"):
+                    bar.update(1)
+                tail = (tail + [line.rstrip()])[-5:]
+            proc.wait()
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if timed_out.is_set():
+            raise RuntimeError(f"SCALE-Sim did not finish within {timeout} s")
+        errors.seek(0)
+        return proc.returncode, (errors.read().strip().splitlines() or tail)
+
+
+def run_shapes(shapes, rows, cols, dataflow="ws", timeout=600, path=None, progress=None):
     """{(m, n, k): {total_cycles, stall_cycles, overall_util, mapping_efficiency, compute_util}} from SCALE-Sim's
-    COMPUTE_REPORT.csv (cached). Raises RuntimeError if SCALE-Sim fails."""
+    COMPUTE_REPORT.csv (cached). Raises RuntimeError if SCALE-Sim fails. ``progress``: a
+    :class:`cdmqta.progress.Reporter` that shows a bar of the GEMMs SCALE-Sim runs (None: silent)."""
     if dataflow not in ("ws", "os", "is"):
         raise ValueError(f"dataflow={dataflow!r} must be ws, os or is")
     cache = _load_cache()
@@ -185,12 +222,14 @@ def run_shapes(shapes, rows, cols, dataflow="ws", timeout=600, path=None):
             with open(layout, "w") as f:
                 f.write("Layer name, a, b, c, d, e, f, g,\n")
             out = os.path.join(tmp, "out")
-            p = subprocess.run([sys.executable, "-c", _RUNNER, cfg, topo, layout, out], env=_env(path),
-                               capture_output=True, text=True, timeout=timeout, cwd=tmp)
+            progress = SILENT if progress is None else progress
+            with progress.bar(total=len(todo), desc=f"SCALE-Sim {dataflow.upper()} on {rows}x{cols}",
+                              unit="GEMM") as bar:
+                returncode, tail = _run_scalesim([sys.executable, "-c", _RUNNER, cfg, topo, layout, out],
+                                                 _env(path), tmp, timeout, bar)
             report = os.path.join(out, "cdmqta", "COMPUTE_REPORT.csv")
-            if p.returncode != 0 or not os.path.isfile(report):
-                tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise RuntimeError(f"SCALE-Sim failed: {tail[0]}")
+            if returncode != 0 or not os.path.isfile(report):
+                raise RuntimeError(f"SCALE-Sim failed: {(tail or ['no output'])[-1]}")
             with open(report) as f:
                 lines = [ln.strip() for ln in f if ln.strip()][1:]
             if len(lines) != len(todo):

@@ -30,6 +30,7 @@ import time
 from cocotb.task import resume
 
 from cdmqta.hw.top import SimTop
+from cdmqta.progress import SILENT
 from cdmqta.sw.runtime.emulator import Emulator, crosscheck
 from cdmqta.sw.runtime.engines import TiledEngine
 from cdmqta.sw.runtime.hostmem import image_words, words_image
@@ -102,30 +103,33 @@ class RtlBackend(TiledEngine):
 # Building and running from plain Python
 # ----------------------------------------------------------------------------------------------------------------
 
-def build_simtop(config, host_words=None, cmd_words=None):
-    """Verilator model of ``SimTop(config)`` (cached, see :func:`cdmqta.sw.rtl.build.build`); returns
-    (Build, host_words, cmd_words)."""
+def build_simtop(config, host_words=None, cmd_words=None, progress=None):
+    """Verilator model of ``SimTop(config)`` (cached, see :func:`cdmqta.sw.rtl.build.build`, which tells
+    ``progress`` about its steps); returns (Build, host_words, cmd_words)."""
     hw_, cw = sim_sizes(config)
     host_words, cmd_words = host_words or hw_, cmd_words or cw
     key = f"SimTop|{config.to_json()}|{host_words}|{cmd_words}"
     built = rtlbuild.build(lambda: SimTop(config, host_words=host_words, cmd_words=cmd_words), "simtop",
-                           design_key=key)
+                           design_key=key, progress=progress)
     return built, host_words, cmd_words
 
 
-def run_jobs(config, jobs, workdir=None, host_words=None, cmd_words=None):
+def run_jobs(config, jobs, workdir=None, host_words=None, cmd_words=None, progress=None):
     """Run ``jobs`` (dicts, see :func:`cdmqta.sw.runtime.jobs.run_job`) on the RTL of ``config`` in one simulation;
     returns (results list, {"build_s", "sim_s"}). Raises RuntimeError if the simulation fails before it reports;
-    the results say per job whether it was bit-exact."""
+    the results say per job whether it was bit-exact. ``progress``: a :class:`cdmqta.progress.Reporter` told
+    about the build and the simulation (None: silent)."""
+    progress = SILENT if progress is None else progress
     t0 = time.perf_counter()
-    built, host_words, cmd_words = build_simtop(config, host_words, cmd_words)
+    built, host_words, cmd_words = build_simtop(config, host_words, cmd_words, progress)
     t1 = time.perf_counter()
     workdir = workdir or tempfile.mkdtemp(prefix="cdmqta-rtl-")
     out = os.path.join(workdir, "rtl_jobs.json")
     env = {"CDMQTA_CONFIG": config.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
            "CDMQTA_JOBS": json.dumps(jobs), "RESULTS_JSON": out}
     try:
-        rtlbuild.run(built, "cdmqta.sw.rtl.tb_jobs", env=env, testcase="rtl_jobs")
+        with progress.step(f"simulating {len(jobs)} job{'s' if len(jobs) != 1 else ''} on the RTL (Verilator)"):
+            rtlbuild.run(built, "cdmqta.sw.rtl.tb_jobs", env=env, testcase="rtl_jobs")
     except AssertionError as exc:
         if not os.path.exists(out):     # the simulation failed before it could report
             raise RuntimeError(f"RTL simulation failed: {exc}") from None

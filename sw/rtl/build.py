@@ -43,6 +43,8 @@ from amaranth.back import verilog
 from cocotb_tools.runner import Verilator, get_results, get_runner
 
 import cdmqta.hw
+from cdmqta.errors import ToolError
+from cdmqta.progress import SILENT
 
 __all__ = ["use_verilator", "have_icarus", "cache_dir", "to_verilog", "build", "run", "lint", "LINT_WAIVERS",
            "mem_write", "mem_read", "Build"]
@@ -100,9 +102,13 @@ def to_verilog(design, toplevel):
 
 
 @contextlib.contextmanager
-def _locked(path):
+def _locked(path, progress=SILENT):
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with progress.step("waiting for another process that builds the same model"):
+                fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -155,7 +161,7 @@ def _hw_source_digest():
 
 
 def build(design, toplevel, simulator="verilator", build_args=None, verilog_text=None, cxx_opt="-O0",
-          public=None, design_key=None):
+          public=None, design_key=None, progress=None):
     """Build (or reuse from the cache) a simulator model of ``design`` (an Amaranth component) or of
     ``verilog_text``; returns a :class:`Build`.
 
@@ -172,7 +178,11 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
     ``design_key``: a string that identifies the design (e.g. ``repr`` of its parameters). With it, a cached
     model is found without converting the design to Verilog again (a 16x16 harness takes ~13 s to convert);
     the key is combined with a digest of the cdmqta.hw sources and of every build option, so editing the
-    generator invalidates it. ``design`` may then be a zero-argument callable (only called on a miss)."""
+    generator invalidates it. ``design`` may then be a zero-argument callable (only called on a miss).
+
+    ``progress``: a :class:`cdmqta.progress.Reporter` told about the conversion to Verilog and the build (None:
+    silent). A failed build raises :class:`cdmqta.errors.ToolError` naming its log."""
+    progress = SILENT if progress is None else progress
     if simulator == "verilator":
         use_verilator()
         build_args = list(VERILATOR_DEFAULT_ARGS if build_args is None else build_args)
@@ -194,10 +204,15 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
         if index.exists():
             bdir = cache_dir() / index.read_text().strip()
             if (bdir / "built.ok").exists():
+                progress.note(f"using the cached {simulator} model {bdir}")
                 return Build(simulator, toplevel, bdir, bdir / f"{toplevel}.v")
-    if verilog_text is None and callable(design) and not hasattr(design, "elaborate"):
-        design = design()
-    text = verilog_text if verilog_text is not None else to_verilog(design, toplevel)
+    if verilog_text is None:
+        with progress.step("converting to Verilog"):
+            if callable(design) and not hasattr(design, "elaborate"):
+                design = design()
+            text = to_verilog(design, toplevel)
+    else:
+        text = verilog_text
     vlt = None
     if simulator == "verilator" and public is not None:
         vlt = "`verilator_config\n" + "".join(f'public_flat_rw -module "{mod}" -var "{var}"\n' for mod, var in public)
@@ -207,7 +222,7 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
     root = cache_dir()
     bdir = root / f"{toplevel}-{simulator}-{key}"
     stamp = bdir / "built.ok"
-    with _locked(root / f".{key}.lock"):
+    with _locked(root / f".{key}.lock", progress):
         if not stamp.exists():
             if bdir.exists():
                 shutil.rmtree(bdir)
@@ -227,12 +242,15 @@ def build(design, toplevel, simulator="verilator", build_args=None, verilog_text
                 os.environ["MAKEFLAGS"] = " ".join(
                     ([saved] if saved else []) + ["CFG_CXXFLAGS_PCH_I=-include"] + make_vars
                 )
+            what = "Verilator (first time ~1-2 min, cached later)" if simulator == "verilator" else simulator
             try:
-                runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=bdir, build_args=build_args,
-                             log_file=bdir / "build.log", **kw)
+                with progress.step(f"building with {what}"):
+                    runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=bdir, build_args=build_args,
+                                 log_file=bdir / "build.log", **kw)
             except RuntimeError as exc:
                 log = (bdir / "build.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{simulator} build of {toplevel} failed ({exc}); log tail:\n{log}") from None
+                raise ToolError(f"{simulator} build of {toplevel} failed ({exc}); log: {bdir / 'build.log'}; "
+                                f"its tail:\n{log}") from None
             finally:
                 if simulator == "verilator":
                     if saved is None:
@@ -275,14 +293,16 @@ def run(built, test_module, env=None, testcase=None, python_path=(), seed=None):
         )
     except SystemExit as exc:
         log = (tdir / "sim.log").read_text(errors="replace")[-4000:] if (tdir / "sim.log").exists() else ""
-        raise AssertionError(f"cocotb run of {test_module} on {built.toplevel} failed ({exc}):\n{log}") from None
+        raise AssertionError(f"cocotb run of {test_module} on {built.toplevel} failed ({exc}); log: {tdir / 'sim.log'}"
+                             f"\n{log}") from None
     try:
         num_tests, num_failed = get_results(results)
     except RuntimeError as exc:
         raise AssertionError(f"no cocotb results: {exc}") from None
     if num_failed or not num_tests:
         log = (tdir / "sim.log").read_text(errors="replace")[-6000:]
-        raise AssertionError(f"{num_failed} of {num_tests} cocotb tests failed on {built.toplevel}:\n{log}")
+        raise AssertionError(f"{num_failed} of {num_tests} cocotb tests failed on {built.toplevel}; log: "
+                             f"{tdir / 'sim.log'}\n{log}")
     return results
 
 
