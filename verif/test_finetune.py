@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from cdmqta.errors import UsageError
 from cdmqta.sw.apps import finetune
 from cdmqta.sw.apps.diffusion_study import StudyConfig, frechet_distance
 
@@ -50,7 +51,7 @@ def test_bad_values(argv, match):
 
 
 def test_bad_paths_and_argparse_values(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match=r"--json \S+x\.json: \S+missing does not exist"):
         finetune.main(_parse(["--quick", "--json", str(tmp_path / "missing" / "x.json")]))
     for argv in (["--steps", "0"], ["--placement", "qkv"], ["--seeds", "two"]):
         with pytest.raises(SystemExit):
