@@ -11,9 +11,17 @@ Contract (all integer, exact):
   keeps K small enough that it cannot overflow, see ``QTAConfig.max_k``).
 - ``requant(name, acc, mult, shift, bits, rounding, seed)``: returns ``cdmqta.sw.model.requant.requantize(...)`` of the
   int32 tensor ``acc`` (origin (0, 0), not transposed), as int8.
+- ``gemm_q(name, a, b, precision, segments)``: the GEMM with requantization fused into its STOREs (the scale is
+  known before it runs, delayed scaling) and the amax register read back. ``segments`` is a list of
+  ``(cols, mult, shift, rounding, seed)`` that split C's N columns left to right (one segment = one tensor; a fused
+  GEMM of several LoRA layers has one per layer). Returns ``(q, amax)``: q [M, N] int8 with
+  ``q[:, seg] = requantize(C[:, seg], mult, shift, 8, rounding, seed)`` in the segment's own coordinates (column 0
+  = the segment's first column), and ``amax`` a list of ``max |C[:, seg]|`` (ints, the INT32 values before
+  requantization) per segment.
 
 Capture: with ``engine.capture = True`` every call also appends its integer tensors to ``engine.tensors`` (one
-dict per entry of ``engine.log``: gemm -> {"a", "b", "out"}, requant -> {"acc", "out"}), so that a step run on one
+dict per entry of ``engine.log``: gemm -> {"a", "b", "out"}, requant -> {"acc", "out"}, gemm_q -> {"a", "b",
+"out", "amax"}), so that a step run on one
 backend can be compared with, or replayed on, another (see ``cdmqta.sw.model.lora.StepCapture``). Subclasses only
 implement ``_gemm`` and ``_requant``; logging and capture live in the base class.
 """
@@ -22,7 +30,7 @@ import torch
 
 from .requant import requantize
 
-__all__ = ["Engine", "TorchEngine", "GemmRecord", "check_operand"]
+__all__ = ["Engine", "TorchEngine", "GemmRecord", "check_operand", "check_segments", "requant_segments"]
 
 _RANGES = {"int8": (-128, 127), "int4": (-8, 7)}
 
@@ -52,6 +60,21 @@ def check_operand(name, x, precision):
         xmin, xmax = (int(v) for v in torch.aminmax(x))
         if xmin < lo or xmax > hi:
             raise ValueError(f"{name}: operand values [{xmin}, {xmax}] exceed {precision} [{lo}, {hi}]")
+
+
+def check_segments(name, segments, n):
+    """Normalise ``gemm_q`` segments to a tuple of (cols, mult, shift, rounding, seed); they must cover N exactly."""
+    out = []
+    for seg in segments:
+        cols, mult, shift, rounding, seed = seg
+        if int(cols) < 1:
+            raise ValueError(f"{name}: segment of {cols} columns")
+        if rounding not in ("nearest", "stochastic"):
+            raise ValueError(f"{name}: segment rounding={rounding!r} must be 'nearest' or 'stochastic'")
+        out.append((int(cols), int(mult), int(shift), rounding, int(seed)))
+    if sum(c for c, *_ in out) != n:
+        raise ValueError(f"{name}: segments cover {sum(c for c, *_ in out)} columns, the GEMM has N={n}")
+    return tuple(out)
 
 
 class Engine:
@@ -91,11 +114,45 @@ class Engine:
             self.__dict__.setdefault("tensors", []).append({"acc": acc.detach().clone(), "out": out.clone()})
         return out
 
+    def gemm_q(self, name, a, b, precision, segments):
+        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"{name}: cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
+        check_operand(f"{name}.a", a, precision)
+        check_operand(f"{name}.b", b, precision)
+        m, k = a.shape
+        n = b.shape[1]
+        segments = check_segments(name, segments, n)
+        self.log.append(GemmRecord("gemm_q", name, m, n, k, precision, {"segments": segments}))
+        q, amax = self._gemm_q(name, a, b, precision, segments)
+        amax = [int(v) for v in amax]
+        assert q.dtype == torch.int8 and tuple(q.shape) == (m, n) and len(amax) == len(segments), (name, q.shape)
+        if getattr(self, "capture", False):
+            self.__dict__.setdefault("tensors", []).append(
+                {"a": a.detach().clone(), "b": b.detach().clone(), "out": q.clone(),
+                 "amax": torch.tensor(amax, dtype=torch.int64)})
+        return q, amax
+
     def _gemm(self, name, a, b, precision):
         raise NotImplementedError
 
+    def _gemm_q(self, name, a, b, precision, segments):
+        """Default: the INT32 GEMM, then each segment requantized and its max |value| taken (exact)."""
+        return requant_segments(self._gemm(name, a, b, precision), segments, self._requant, name)
+
     def _requant(self, name, acc, mult, shift, bits, rounding, seed):
         raise NotImplementedError
+
+
+def requant_segments(acc, segments, requant, name=""):
+    """(q, amax) of ``gemm_q`` from the INT32 product ``acc`` (see the module doc); ``requant`` is an engine's
+    ``_requant(name, acc, mult, shift, bits, rounding, seed)``."""
+    parts, amax, c0 = [], [], 0
+    for cols, mult, shift, rounding, seed in segments:
+        seg = acc[:, c0:c0 + cols]
+        amax.append(int(seg.abs().max()) if seg.numel() else 0)
+        parts.append(requant(name, seg.contiguous(), mult, shift, 8, rounding, seed))
+        c0 += cols
+    return torch.cat(parts, dim=1), amax
 
 
 class TorchEngine(Engine):

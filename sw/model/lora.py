@@ -27,7 +27,13 @@ per-channel W0 the backward GEMM dX0 cannot factor W0's scales out of its sum ov
 ``dY * S_w`` quantized on its own ("dYw") instead of dYq (the engine names stay the same).
 
 Requantization of H and dH (the INT8 tensors that feed later GEMMs) is done by the engine from the INT32
-accumulator; the multiplier is ``qmax / max|acc|`` converted by ``quantize_multiplier`` -- integers only. LoRA's
+accumulator; the multiplier is ``qmax / max|acc|`` converted by ``quantize_multiplier`` -- integers only.
+With ``scaling="delayed"`` the max|acc| is instead the largest of the tensor's last ``AMAX_HISTORY`` (16) values
+(times ``2**amax_margin``, margin 0 by default), so the multiplier is known before the GEMM: the engine call is
+``gemm_q`` "H" / "dH" (the GEMM with requantizing STOREs, which reports this step's max|acc| from the hardware's
+amax register) instead of gemm + requant; the first step of a tensor (empty history) scales as "current".
+:class:`FusionGroup` (:func:`fuse_shared_inputs`) runs the H and dA GEMMs of layers that share an input as one
+GEMM each (engine-call names ``"fused<i>:H"`` / ``"fused<i>:dA"``), bit-exact with the unfused layers. LoRA's
 ``alpha / r`` (and every other float scale) stays in the tensor's host-side scale: with a dynamic max-abs output
 scale it cancels out of the multiplier. Floats appear only at the boundary: scales (float64, deterministic),
 FP32 outputs/gradients handed back to autograd, FP32 master weights and any torch optimizer.
@@ -46,10 +52,14 @@ from .engine import Engine, TorchEngine
 from .quant import dequantize, multiplier_value, quantize, quantize_tensor, requant_params, scale_for
 
 __all__ = [
-    "MODES", "GEMMS", "QuantLoRALinear", "add_lora", "lora_layers", "StepCapture", "capture", "reference_step",
+    "MODES", "GEMMS", "SCALINGS", "AMAX_HISTORY", "QuantLoRALinear", "FusionGroup", "fuse_shared_inputs", "unfuse",
+    "delayed_params", "add_lora", "lora_layers", "StepCapture", "capture", "reference_step",
 ]
 
 MODES = ("fp32", "int8", "int8-w4")
+SCALINGS = ("current", "delayed")
+#: Steps of max-abs values that delayed scaling keeps per requantized tensor (as FP8 recipes' amax history).
+AMAX_HISTORY = 16
 GEMMS = ("H", "Y1", "Y0", "dH", "dB", "dA", "dX0", "dXlora")
 ROUNDINGS = ("nearest", "stochastic")
 # Largest reduction length whose INT8 x INT8 sum cannot overflow INT32: K * 2**14 < 2**31.
@@ -66,6 +76,43 @@ def _scale(scale, factor, dtype):
     if isinstance(scale, torch.Tensor):
         return (scale * factor).to(dtype)
     return float(scale) * factor
+
+
+def delayed_params(history, margin=0):
+    """(mult, shift) of delayed scaling: the requantization multiplier for ``max(history) * 2**margin`` (the amax
+    history of one tensor, integers), exactly :func:`cdmqta.sw.model.quant.requant_params` of that integer."""
+    return requant_params(max(history) << int(margin))
+
+
+def _requant_params_for(layer, kind, amax_now=None):
+    """The (mult, shift) the layer uses for tensor ``kind`` ("H" / "dH") this step: from the amax history under
+    delayed scaling (once it holds a value), otherwise from this step's max |acc| ``amax_now``."""
+    hist = layer.amax_history[kind]
+    if layer.scaling_mode == "delayed" and hist:
+        return delayed_params(hist, layer.amax_margin)
+    return requant_params(amax_now)
+
+
+def _requant_acc(layer, kind, name, acc, rounding, seed):
+    """Requantize an INT32 accumulator of tensor ``kind`` through the engine (the INT32 round trip)."""
+    amax = int(acc.abs().max()) if acc.numel() else 0
+    mult, shift = _requant_params_for(layer, kind, amax)
+    q = layer.engine.requant(name, acc, mult, shift, 8, rounding, seed)
+    layer._push_amax(kind, amax)
+    return q, mult, shift
+
+
+def _gemm_requant(layer, kind, a, b, rounding, seed):
+    """H or dH of one layer: (q, mult, shift). Current scaling (or the first delayed step): INT32 GEMM, max |acc|
+    on the host, requantization as its own engine call. Delayed scaling with a history: the multiplier is known
+    before the GEMM, whose STOREs requantize (``engine.gemm_q``); the amax it reports extends the history."""
+    name = layer._prefix + kind
+    if layer.scaling_mode == "delayed" and layer.amax_history[kind]:
+        mult, shift = _requant_params_for(layer, kind)
+        q, amax = layer.engine.gemm_q(name, a, b, "int8", [(b.shape[1], mult, shift, rounding, seed)])
+        layer._push_amax(kind, amax[0])
+        return q, mult, shift
+    return _requant_acc(layer, kind, name, layer.engine.gemm(name, a, b, "int8"), rounding, seed)
 
 
 class _QuantLoRAFunction(torch.autograd.Function):
@@ -85,9 +132,10 @@ class _QuantLoRAFunction(torch.autograd.Function):
         bq, s_b = quantize_tensor(lora_b, 8)
         s_x, s_a, s_b = float(s_x), float(s_a), float(s_b)
 
-        h_acc = eng.gemm(p + "H", xq, aq.t().contiguous(), "int8")
-        mult, shift = requant_params(h_acc.abs().max())
-        hq = eng.requant(p + "H", h_acc, mult, shift, 8, "nearest", 0)
+        if layer.group is not None:
+            hq, mult, shift = layer.group.forward_h(layer, x, xq)
+        else:
+            hq, mult, shift = _gemm_requant(layer, "H", xq, aq.t().contiguous(), "nearest", 0)
         s_h = s_x * s_a / float(multiplier_value(mult, shift))
         y1_acc = eng.gemm(p + "Y1", hq, bq.t().contiguous(), "int8")
         y0_acc = eng.gemm(p + "Y0", xq, layer.w0q_t, "int8")
@@ -114,18 +162,19 @@ class _QuantLoRAFunction(torch.autograd.Function):
 
         dyq, s_dy = quantize_tensor(dy, 8, rounding=rounding, seed=_seed(layer.seed, step, 1))
         s_dy = float(s_dy)
-        dh_acc = eng.gemm(p + "dH", dyq, bq, "int8")
-        mult, shift = requant_params(dh_acc.abs().max())
-        dhq = eng.requant(p + "dH", dh_acc, mult, shift, 8, rounding, _seed(layer.seed, step, 2))
+        dhq, mult, shift = _gemm_requant(layer, "dH", dyq, bq, rounding, _seed(layer.seed, step, 2))
         s_dh = layer.scaling * s_dy * s_b / float(multiplier_value(mult, shift))
 
         d_x = d_a = d_b = None
         db_acc = eng.gemm(p + "dB", dyq.t().contiguous(), hq, "int8")
         if need_b:
             d_b = (db_acc * (layer.scaling * s_dy * s_h)).to(dy.dtype)
-        da_acc = eng.gemm(p + "dA", dhq.t().contiguous(), xq, "int8")
-        if need_a:
-            d_a = (da_acc * (s_dh * s_x)).to(dy.dtype)
+        if layer.group is not None and layer.group.defers(layer):
+            layer.group.backward_da(layer, dhq, s_dh * s_x, xq, need_a, dy.dtype)   # sets lora_A.grad itself
+        else:
+            da_acc = eng.gemm(p + "dA", dhq.t().contiguous(), xq, "int8")
+            if need_a:
+                d_a = (da_acc * (s_dh * s_x)).to(dy.dtype)
         if need_x:
             if layer.w0_per_channel:
                 dyw = dy.to(torch.float64) * layer.w0_scale_row  # per-channel W0 scales move onto dY
@@ -150,12 +199,17 @@ class QuantLoRALinear(nn.Module):
     rounding  -- "nearest" or "stochastic" for the gradient path.   seed -- stochastic-rounding seed.
     w0_per_channel -- per-output-channel W0 scales (default: False for "int8", True for "int8-w4").
     name      -- prefix of the engine-call names ("" -> plain "H", "Y1", ...).
+    scaling   -- how H and dH get their requantization scale: "current" (default; this step's max |acc|, which
+                 needs the INT32 tensor on the host) or "delayed" (the max of the last ``amax_history`` steps'
+                 max |acc| values times ``2**amax_margin``, known before the GEMM, so its STOREs write INT8
+                 directly; the step's max |acc| comes back from the amax register). The first delayed step of a
+                 tensor, with an empty history, uses current scaling. Values above the delayed scale saturate.
 
     Parameters ``lora_A`` [r, in] (Kaiming-uniform, as peft) and ``lora_B`` [out, r] (zeros) are FP32 masters.
     """
 
     def __init__(self, base, rank, alpha=None, quant="int8", engine=None, rounding="nearest", seed=0,
-                 w0_per_channel=None, name=""):
+                 w0_per_channel=None, name="", scaling="current", amax_history=AMAX_HISTORY, amax_margin=0):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"QuantLoRALinear wraps nn.Linear, got {type(base).__name__}")
@@ -168,6 +222,11 @@ class QuantLoRALinear(nn.Module):
             raise ValueError(f"quant={quant!r} must be one of {', '.join(MODES)}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r} must be one of {', '.join(ROUNDINGS)}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling={scaling!r} must be one of {', '.join(SCALINGS)}")
+        for what, v, lo in (("amax_history", amax_history, 1), ("amax_margin", amax_margin, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{what}={v!r} must be an integer >= {lo}")
         alpha = rank if alpha is None else alpha
         if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
             raise ValueError(f"alpha={alpha!r} must be a positive number")
@@ -186,6 +245,11 @@ class QuantLoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device))
         nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
         self._step = 0
+        self.scaling_mode, self.amax_history_len, self.amax_margin = scaling, amax_history, amax_margin
+        #: per requantized tensor, the max |acc| of its last ``amax_history`` steps, oldest first (integers)
+        self.amax_history = {"H": [], "dH": []}
+        self.group = None          # a FusionGroup (fuse_shared_inputs) that runs this layer's H and dA fused
+        self._probe = None         # set by fuse_shared_inputs while it finds which layers share an input
         self.w0_per_channel = (quant == "int8-w4") if w0_per_channel is None else bool(w0_per_channel)
         if quant != "fp32":
             self.refresh_base()
@@ -201,6 +265,11 @@ class QuantLoRALinear(nn.Module):
         self.w0_scale = s                                    # 0-d or [out, 1] float64
         self.w0_scale_row = s.reshape(1, -1) if dim is not None else s
 
+    def _push_amax(self, kind, amax):
+        hist = self.amax_history[kind]
+        hist.append(int(amax))
+        del hist[:-self.amax_history_len]
+
     def base_weight_dequantized(self):
         """The W0 the quantized forward actually uses (float32)."""
         if self.quant == "fp32":
@@ -211,6 +280,9 @@ class QuantLoRALinear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{self.name or 'QuantLoRALinear'}: input has {x.shape[-1]} features, "
                              f"expected {self.in_features}")
+        if self._probe is not None:
+            self._probe(self, x)
+            return self.base(x)
         if self.quant == "fp32":
             return self.base(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
         lead = x.shape[:-1]
@@ -219,7 +291,7 @@ class QuantLoRALinear(nn.Module):
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"alpha={self.alpha}, quant={self.quant!r}, rounding={self.rounding!r}")
+                f"alpha={self.alpha}, quant={self.quant!r}, rounding={self.rounding!r}, scaling={self.scaling_mode!r}")
 
 
 def _matches(name, target):
@@ -227,14 +299,14 @@ def _matches(name, target):
 
 
 def add_lora(model, target_modules, rank, alpha=None, quant="int8", engine=None, rounding="nearest", seed=0,
-             w0_per_channel=None, freeze=True):
+             w0_per_channel=None, freeze=True, scaling="current", amax_history=AMAX_HISTORY, amax_margin=0):
     """Wrap the nn.Linear modules of ``model`` named by ``target_modules`` with QuantLoRALinear, in place.
 
     A target matches a module whose qualified name equals it or ends with ``"." + target`` (peft's rule, e.g.
     "to_k", "attn2.to_v", "to_out.0"). Every target must match at least one module and every match must be an
     nn.Linear. All layers share one engine (default: a new TorchEngine), so the engine's log is the step's
     ordered call list; layer i gets stochastic-rounding seed ``seed + i``. With ``freeze`` every other parameter
-    of the model is frozen. Returns the list of trainable LoRA parameters (A, B per layer, in module order).
+    of the model is frozen. ``scaling``, ``amax_history``, ``amax_margin``: see :class:`QuantLoRALinear`. Returns the list of trainable LoRA parameters (A, B per layer, in module order).
     """
     if isinstance(target_modules, str):
         target_modules = [target_modules]
@@ -262,7 +334,8 @@ def add_lora(model, target_modules, rank, alpha=None, quant="int8", engine=None,
     for i, n in enumerate(chosen):
         parent_name, _, child = n.rpartition(".")
         parent = modules[parent_name] if parent_name else model
-        layer = QuantLoRALinear(modules[n], rank, alpha, quant, engine, rounding, seed + i, w0_per_channel, name=n)
+        layer = QuantLoRALinear(modules[n], rank, alpha, quant, engine, rounding, seed + i, w0_per_channel, name=n,
+                                scaling=scaling, amax_history=amax_history, amax_margin=amax_margin)
         setattr(parent, child, layer)
         params += [layer.lora_A, layer.lora_B]
     return params
@@ -271,6 +344,140 @@ def add_lora(model, target_modules, rank, alpha=None, quant="int8", engine=None,
 def lora_layers(model):
     """{qualified name: QuantLoRALinear} of a model, in module order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, QuantLoRALinear)}
+
+
+def _tensor_key(x):
+    return (x.data_ptr(), tuple(x.shape), tuple(x.stride()), x._version)
+
+
+class FusionGroup:
+    """LoRA layers that read the same input tensor (the K/V projections of every cross-attention layer on the
+    text embedding): their ``H = X.A_l^T`` run as one GEMM ``X.[A_1; A_2; ...]^T`` and their ``dA_l = dH_l^T.X``
+    as one GEMM ``[dH_1, dH_2, ...]^T.X``, split back per layer. Exact: the integers of each layer equal its
+    unfused GEMMs' (same Xq, each layer's own Aq, dHq and requantization scale).
+
+    Forward: the first member to run with a new input computes every member's Hq (current scaling, or any member
+    without an amax history: one INT32 GEMM, then each layer's requantization of its columns; delayed scaling:
+    one ``engine.gemm_q`` with a segment per layer). Backward: each member hands its dHq to the group and
+    returns no gradient for A; when every member that ran forward on that input has done so, one GEMM gives
+    all dA and the group adds them to each ``lora_A.grad``. (So every member's output must take part in the loss.)
+    Engine-call names: ``"<group name>:H"``, ``"<group name>:dA"``; the per-layer requantizations keep theirs.
+    """
+
+    def __init__(self, layers, name="fused"):
+        layers = list(layers)
+        if len(layers) < 2:
+            raise ValueError("a fusion group needs at least two layers")
+        first = layers[0]
+        for lyr in layers:
+            if not isinstance(lyr, QuantLoRALinear) or lyr.quant == "fp32":
+                raise ValueError("a fusion group holds quantized QuantLoRALinear layers")
+            if lyr.in_features != first.in_features or lyr.engine is not first.engine:
+                raise ValueError(f"{lyr.name}: fused layers need the same input size and engine")
+        self.layers, self.name = layers, name
+        self._key, self._fwd, self._ran, self._bwd = None, {}, set(), {}
+
+    @property
+    def engine(self):
+        return self.layers[0].engine
+
+    def forward_h(self, layer, x, xq):
+        """(Hq, mult, shift) of ``layer`` on 2-D input ``x`` (quantized ``xq``), computing the group's on a new input."""
+        key = (_tensor_key(x), tuple(lyr.lora_A._version for lyr in self.layers))
+        if key != self._key or layer in self._ran:
+            self._run_forward(x, xq)
+            self._key = key
+        self._ran.add(layer)
+        return self._fwd[layer]
+
+    def _run_forward(self, x, xq):
+        eng = self.engine
+        aqs = [quantize_tensor(lyr.lora_A, 8)[0] for lyr in self.layers]
+        b = torch.cat([aq.t() for aq in aqs], dim=1).contiguous()
+        widths = [aq.shape[0] for aq in aqs]
+        self._fwd, self._ran, self._bwd = {}, set(), {}
+        if all(lyr.scaling_mode == "delayed" and lyr.amax_history["H"] for lyr in self.layers):
+            params = [_requant_params_for(lyr, "H") for lyr in self.layers]
+            q, amax = eng.gemm_q(f"{self.name}:H", xq, b, "int8",
+                                 [(w, mu, sh, "nearest", 0) for w, (mu, sh) in zip(widths, params)])
+            c0 = 0
+            for lyr, w, (mu, sh), am in zip(self.layers, widths, params, amax):
+                lyr._push_amax("H", am)
+                self._fwd[lyr] = (q[:, c0:c0 + w].contiguous(), mu, sh)
+                c0 += w
+            return
+        acc = eng.gemm(f"{self.name}:H", xq, b, "int8")
+        c0 = 0
+        for lyr, w in zip(self.layers, widths):
+            self._fwd[lyr] = _requant_acc(lyr, "H", lyr._prefix + "H", acc[:, c0:c0 + w].contiguous(), "nearest", 0)
+            c0 += w
+
+    def defers(self, layer):
+        return layer in self._ran
+
+    def backward_da(self, layer, dhq, scale, xq, need_a, dtype):
+        """Take ``layer``'s dHq (and the float scale of its dA); run the fused dA once all members reported."""
+        self._bwd[layer] = (dhq, scale, need_a, dtype)
+        if set(self._bwd) != self._ran:
+            return
+        members = [lyr for lyr in self.layers if lyr in self._bwd and self._bwd[lyr][2]]
+        pending, self._bwd, self._ran = self._bwd, {}, set()
+        if not members:
+            return
+        a = torch.cat([pending[lyr][0].t() for lyr in members], dim=0).contiguous()
+        da = self.engine.gemm(f"{self.name}:dA", a, xq, "int8")
+        r0 = 0
+        for lyr in members:
+            dhq_l, scale_l, _, dtype_l = pending[lyr]
+            rows = dhq_l.shape[1]
+            d_a = (da[r0:r0 + rows] * scale_l).to(dtype_l)
+            r0 += rows
+            prm = lyr.lora_A
+            prm.grad = d_a if prm.grad is None else prm.grad + d_a
+
+
+def fuse_shared_inputs(model, *args, min_layers=2, **kwargs):
+    """Group the quantized LoRA layers of ``model`` that read the same input tensor, and fuse their GEMMs.
+
+    Runs ``model(*args, **kwargs)`` once with every LoRA layer replaced by its frozen base (no engine calls,
+    no gradient) to see which layers receive the same tensor, makes a :class:`FusionGroup` of every set of at
+    least ``min_layers`` such layers (same input size and engine) and attaches it to its members. Returns the
+    groups (``group.layers`` in module order); :func:`unfuse` detaches them.
+    """
+    layers = lora_layers(model)
+    seen = {}
+
+    def probe(layer, x):
+        seen.setdefault(_tensor_key(x), []).append(layer)
+
+    for lyr in layers.values():
+        lyr._probe = probe
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for lyr in layers.values():
+            lyr._probe = None
+    order = {lyr: i for i, lyr in enumerate(layers.values())}
+    groups = []
+    for members in seen.values():
+        members = sorted({lyr for lyr in members if lyr.quant != "fp32" and lyr.group is None}, key=order.get)
+        by = {}
+        for lyr in members:
+            by.setdefault((lyr.in_features, id(lyr.engine)), []).append(lyr)
+        for ms in by.values():
+            if len(ms) >= min_layers:
+                g = FusionGroup(ms, name=f"fused{len(groups)}")
+                for lyr in ms:
+                    lyr.group = g
+                groups.append(g)
+    return groups
+
+
+def unfuse(model):
+    """Detach every fusion group from the LoRA layers of ``model``."""
+    for lyr in lora_layers(model).values():
+        lyr.group = None
 
 
 class StepCapture:
@@ -321,6 +528,10 @@ class StepCapture:
         for idx, (r, t) in enumerate(zip(self.records, self.tensors)):
             if r.kind == "gemm":
                 out = engine.gemm(r.name, t["a"], t["b"], r.precision)
+            elif r.kind == "gemm_q":
+                out, amax = engine.gemm_q(r.name, t["a"], t["b"], r.precision, r.params["segments"])
+                if amax != t["amax"].tolist():
+                    diffs.append(f"call {idx} gemm_q {r.name}: amax {amax} != {t['amax'].tolist()}")
             else:
                 out = engine.requant(r.name, t["acc"], **r.params)
             if out.shape != t["out"].shape or not torch.equal(out.to(torch.int64), t["out"].to(torch.int64)):
@@ -346,7 +557,7 @@ def capture(engine):
 
 
 def reference_step(engine=None, *, tokens=16, in_features=32, out_features=24, rank=4, alpha=8, quant="int8",
-                   rounding="nearest", seed=0, steps=1, lr=0.05):
+                   rounding="nearest", seed=0, steps=1, lr=0.05, scaling="current"):
     """Deterministic LoRA training steps of one layer, everything integer captured: the RTL's end-to-end check.
 
     Builds (from ``seed``) a random nn.Linear, a QuantLoRALinear with a non-zero B (so every GEMM is non-trivial),
@@ -363,7 +574,7 @@ def reference_step(engine=None, *, tokens=16, in_features=32, out_features=24, r
         base.weight.copy_(torch.randn(out_features, in_features, generator=gen) / in_features ** 0.5)
         base.bias.copy_(torch.randn(out_features, generator=gen) * 0.1)
     engine = engine if engine is not None else TorchEngine()
-    layer = QuantLoRALinear(base, rank, alpha, quant, engine, rounding, seed)
+    layer = QuantLoRALinear(base, rank, alpha, quant, engine, rounding, seed, scaling=scaling)
     with torch.no_grad():
         layer.lora_A.copy_(torch.randn(rank, in_features, generator=gen) / in_features ** 0.5)
         layer.lora_B.copy_(torch.randn(out_features, rank, generator=gen) / rank ** 0.5)

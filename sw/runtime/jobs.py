@@ -40,7 +40,7 @@ def run_job(engine, job):
     if job["kind"] == "lora":
         kw = dict(tokens=job["tokens"], in_features=job["in"], out_features=job["out"], rank=job["rank"],
                   quant=job.get("quant", "int8"), rounding=job.get("rounding", "nearest"), seed=job.get("seed", 0),
-                  steps=job.get("steps", 1))
+                  steps=job.get("steps", 1), scaling=job.get("scaling", "current"))
         t = time.perf_counter()
         got = reference_step(engine, **kw)
         res["seconds"] = time.perf_counter() - t

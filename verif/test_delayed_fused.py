@@ -1,0 +1,114 @@
+"""Delayed max-abs scaling and fused LoRA GEMMs in the golden model (TorchEngine): definitions and exactness."""
+
+import pytest
+import torch
+from torch import nn
+
+from cdmqta.sw.model.crossattn import CrossAttnStack, compare_fused, crossattn_steps
+from cdmqta.sw.model.engine import TorchEngine
+from cdmqta.sw.model.lora import (
+    AMAX_HISTORY, QuantLoRALinear, add_lora, delayed_params, fuse_shared_inputs, lora_layers, reference_step,
+)
+from cdmqta.sw.model.quant import requant_params
+from cdmqta.sw.model.requant import requantize
+
+
+def _records(cap, name):
+    return [(r, t) for r, t in zip(cap.records, cap.tensors) if r.name == name]
+
+
+def test_delayed_first_step_equals_current():
+    a = reference_step(steps=1, scaling="current")
+    b = reference_step(steps=1, scaling="delayed")
+    assert a["capture"].compare(b["capture"]) == []
+    assert b["layer"].amax_history["H"] == [int(_records(a["capture"], "H")[0][1]["out"].abs().max())]
+
+
+def test_delayed_scale_comes_from_the_history():
+    res = reference_step(steps=3, scaling="delayed", tokens=9, in_features=20, out_features=12)
+    cap = res["capture"]
+    for kind in ("H", "dH"):
+        calls = _records(cap, kind)
+        # step 0: INT32 GEMM + requantization; steps 1, 2: one gemm_q each
+        assert [r.kind for r, _ in calls] == ["gemm", "requant", "gemm_q", "gemm_q"]
+        history = [int(calls[0][1]["out"].abs().max())]
+        for r, t in calls[2:]:
+            (cols, mult, shift, rounding, seed), = r.params["segments"]
+            assert (mult, shift) == requant_params(max(history))
+            acc = t["a"].to(torch.int64) @ t["b"].to(torch.int64)
+            assert int(t["amax"][0]) == int(acc.abs().max())
+            assert torch.equal(t["out"], requantize(acc, mult, shift, 8, rounding, seed))
+            history.append(int(acc.abs().max()))
+        assert res["layer"].amax_history[kind] == history
+    # the delayed run really differs from current scaling after the first step
+    assert reference_step(steps=3, scaling="current")["capture"].compare(
+        reference_step(steps=3, scaling="delayed")["capture"]) != []
+
+
+def test_history_length_and_margin():
+    torch.manual_seed(0)
+    layer = QuantLoRALinear(nn.Linear(12, 10), 3, quant="int8", scaling="delayed", amax_history=2, amax_margin=1)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(7, 12)
+    for _ in range(4):
+        before = list(layer.amax_history["H"])
+        layer.engine.reset()
+        layer.engine.capture = True
+        layer(x).sum().backward()
+        layer.lora_A.data.mul_(1.3)
+        if before:
+            rec = next(r for r in layer.engine.log if r.kind == "gemm_q" and r.name == "H")
+            assert rec.params["segments"][0][1:3] == requant_params(max(before) << 1) == delayed_params(before, 1)
+        assert len(layer.amax_history["H"]) == min(len(before) + 1, 2)
+    assert AMAX_HISTORY == 16 and QuantLoRALinear(nn.Linear(4, 4), 2).amax_history_len == AMAX_HISTORY
+
+
+@pytest.mark.parametrize("bad", [dict(scaling="late"), dict(amax_history=0), dict(amax_margin=-1),
+                                 dict(amax_history=True)])
+def test_bad_scaling_options(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        QuantLoRALinear(nn.Linear(4, 4), 2, **bad)
+
+
+def test_gemm_q_segments():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(-128, 128, (11, 17), generator=g, dtype=torch.int32)
+    b = torch.randint(-128, 128, (17, 9), generator=g, dtype=torch.int32)
+    segs = [(4, 40000, 20, "nearest", 0), (2, 33000, 19, "stochastic", 77), (3, 65535, 22, "nearest", 0)]
+    q, amax = TorchEngine().gemm_q("x", a, b, "int8", segs)
+    acc = a.to(torch.int64) @ b.to(torch.int64)
+    c0 = 0
+    for (cols, mult, shift, rounding, seed), am in zip(segs, amax):
+        part = acc[:, c0:c0 + cols]
+        assert am == int(part.abs().max())
+        assert torch.equal(q[:, c0:c0 + cols], requantize(part, mult, shift, 8, rounding, seed))
+        c0 += cols
+    with pytest.raises(ValueError, match="cover 8 columns"):
+        TorchEngine().gemm_q("x", a, b, "int8", segs[:1] + segs[2:] + [(1, 1, 0, "nearest", 0)])
+
+
+def test_fuse_shared_inputs_groups_kv_layers():
+    model = CrossAttnStack(layers=3, dim=8, ctx_dim=6)
+    add_lora(model, ["to_q", "to_k", "to_v"], rank=2)
+    groups = fuse_shared_inputs(model, torch.randn(5, 8), torch.randn(4, 6))
+    assert len(groups) == 1
+    assert [lyr.name for lyr in groups[0].layers] == [f"blocks.{i}.{p}" for i in range(3) for p in ("to_k", "to_v")]
+    # to_q layers read different hidden states: not fused
+    assert all(lyr.group is None for n, lyr in lora_layers(model).items() if n.endswith("to_q"))
+
+
+@pytest.mark.parametrize("scaling", ["current", "delayed"])
+def test_fused_equals_unfused(scaling):
+    kw = dict(layers=2, steps=3, scaling=scaling, seed=5)
+    fused, unfused = crossattn_steps(fused=True, **kw), crossattn_steps(fused=False, **kw)
+    assert compare_fused(fused, unfused) == []
+    names = [r.name for r in fused["capture"].records]
+    assert names.count("fused0:H") == 3 and names.count("fused0:dA") == 3
+    assert not any(n.endswith("to_k:dA") or n.endswith("to_v:dA") for n in names)
+    if scaling == "delayed":
+        kinds = [r.kind for r in fused["capture"].records if r.name == "fused0:H"]
+        assert kinds == ["gemm", "gemm_q", "gemm_q"]
+    # the comparison sees a difference: fused delayed against unfused current
+    other = crossattn_steps(fused=False, **{**kw, "scaling": "current" if scaling == "delayed" else "delayed"})
+    assert compare_fused(fused, other) != []
