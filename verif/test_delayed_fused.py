@@ -7,7 +7,13 @@ from torch import nn
 from cdmqta.sw.model.crossattn import CrossAttnStack, compare_fused, crossattn_steps
 from cdmqta.sw.model.engine import TorchEngine
 from cdmqta.sw.model.lora import (
-    AMAX_HISTORY, QuantLoRALinear, add_lora, delayed_params, fuse_shared_inputs, lora_layers, reference_step,
+    AMAX_HISTORY,
+    QuantLoRALinear,
+    add_lora,
+    delayed_params,
+    fuse_shared_inputs,
+    lora_layers,
+    reference_step,
 )
 from cdmqta.sw.model.quant import requant_params
 from cdmqta.sw.model.requant import requantize

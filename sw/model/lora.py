@@ -306,7 +306,8 @@ def add_lora(model, target_modules, rank, alpha=None, quant="int8", engine=None,
     "to_k", "attn2.to_v", "to_out.0"). Every target must match at least one module and every match must be an
     nn.Linear. All layers share one engine (default: a new TorchEngine), so the engine's log is the step's
     ordered call list; layer i gets stochastic-rounding seed ``seed + i``. With ``freeze`` every other parameter
-    of the model is frozen. ``scaling``, ``amax_history``, ``amax_margin``: see :class:`QuantLoRALinear`. Returns the list of trainable LoRA parameters (A, B per layer, in module order).
+    of the model is frozen. ``scaling``, ``amax_history``, ``amax_margin``: see :class:`QuantLoRALinear`.
+    Returns the list of trainable LoRA parameters (A, B per layer, in module order).
     """
     if isinstance(target_modules, str):
         target_modules = [target_modules]
@@ -382,7 +383,7 @@ class FusionGroup:
         return self.layers[0].engine
 
     def forward_h(self, layer, x, xq):
-        """(Hq, mult, shift) of ``layer`` on 2-D input ``x`` (quantized ``xq``), computing the group's on a new input."""
+        """(Hq, mult, shift) of ``layer`` on 2-D input ``x`` (quantized ``xq``); a new input runs the group's."""
         key = (_tensor_key(x), tuple(lyr.lora_A._version for lyr in self.layers))
         if key != self._key or layer in self._ran:
             self._run_forward(x, xq)
