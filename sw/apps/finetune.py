@@ -40,7 +40,8 @@ def add_arguments(parser):
     parser.add_argument("--rank", type=_positive_int, metavar="R", help="LoRA rank (default 4, at most 16)")
     parser.add_argument("--modes", metavar="LIST",
                         help="comma-separated subset of fp32,int8,int8-w4,int8-delayed (delayed max-abs "
-                             "scaling of H/dH), int8-delayed-sr (delayed, stochastic gradient rounding) (default: the first three)")
+                             "scaling of H/dH), int8-delayed-sr (delayed, stochastic gradient rounding) "
+                             "(default: the first three)")
     parser.add_argument("--rounding", choices=("nearest", "stochastic"),
                         help="gradient rounding of the quantized modes (default nearest)")
     parser.add_argument("--pretrain-steps", type=int, metavar="N",
