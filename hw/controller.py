@@ -7,8 +7,8 @@ to the execute unit (:mod:`cdmqta.hw.execute`) and the load / store units (:mod:
 * ``start`` (one-cycle pulse) begins a run of ``n_cmds`` commands taken in order from the ``cmd`` stream
   (valid/ready, 128-bit payload, one command per cycle at most). It clears ``status``, ``error_index`` and the
   performance counters; ``done`` is low from the cycle after ``start`` until the run has finished, then high
-  until the next ``start``. CONFIG state (precision, rounding, shift, mult, seed) persists across runs, like the
-  ISA emulator's.
+  until the next ``start``. CONFIG state (precision, rounding, shift, mult, seed, amax_slot) persists across runs,
+  like the ISA emulator's.
 * Decode uses views built from :data:`cdmqta.hw.isa.FIELDS` (:func:`command_layout`). Checks happen in the
   order of :mod:`cdmqta.sw.runtime.emulator` (BAD_OPCODE, BAD_FIELD, NOT_BUILT, ZERO_SIZE, TILE_TOO_LARGE, ADDR_RANGE),
   plus one rule of this hardware: a WS COMPUTE needs weights, i.e. a PRELOAD earlier in the program with no OS
@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from . import scoreboard
 from .dma import LoadCmd, StoreCmd
 from .execute import ExecCmd
-from .isa import CMD_BITS, FIELDS, OPCODE_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Status
+from .isa import AMAX_SLOT_BITS, CMD_BITS, FIELDS, OPCODE_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Status
 from .scoreboard import HostRange, InFlightTable, Range
 
 __all__ = ["command_layout", "Controller"]
@@ -147,6 +147,7 @@ class Controller(wiring.Component):
         cur_go = Signal()
         # CONFIG state and the weights rule
         prec, rounding, shift, mult, seed = Signal(), Signal(), Signal(6), Signal(16), Signal(32)
+        amax_slot = Signal(AMAX_SLOT_BITS)
         weights_valid = Signal()
 
         m.d.comb += self.cmd.ready.eq(running & ~stop & (fetched != self.n_cmds) & (~cur_valid | cur_go))
@@ -257,7 +258,7 @@ class Controller(wiring.Component):
             s_in.cmd.origin_row.eq(st.origin_row),
             s_in.cmd.epi.out.eq(st.out), s_in.cmd.epi.transposed.eq(st.transposed),
             s_in.cmd.epi.origin_col.eq(st.origin_col), s_in.cmd.epi.mult.eq(mult), s_in.cmd.epi.shift.eq(shift),
-            s_in.cmd.epi.rounding.eq(rounding), s_in.cmd.epi.seed.eq(seed),
+            s_in.cmd.epi.rounding.eq(rounding), s_in.cmd.epi.seed.eq(seed), s_in.cmd.epi.amax_slot.eq(amax_slot),
             s_in.t_load.eq(n_load), s_in.t_comp.eq(n_comp),
             load_q.w_data.eq(l_in), exec_q.w_data.eq(e_in), store_q.w_data.eq(s_in),
         ]
@@ -295,7 +296,7 @@ class Controller(wiring.Component):
                 m.d.comb += cur_go.eq(ok)
                 with m.If(ok):
                     m.d.sync += [prec.eq(cf.precision), rounding.eq(cf.rounding), shift.eq(cf.shift),
-                                 mult.eq(cf.mult), seed.eq(cf.seed)]
+                                 mult.eq(cf.mult), seed.eq(cf.seed), amax_slot.eq(cf.amax_slot)]
             with m.Case(Op.LOAD):
                 m.d.comb += [cur_go.eq(ok & load_q.w_rdy & room["load"]), load_q.w_en.eq(cur_go)]
                 with m.If(cur_go):

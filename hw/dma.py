@@ -24,6 +24,13 @@ of row r at acceptance + 2 + r + Epilogue.LATENCY; ``read_done`` pulses in the c
 read (the rows may be overwritten from then on), ``done`` in the cycle after the last host write. A new command
 is accepted as soon as all reads of the previous one are issued (stores stream back to back; the epilogue
 carries each row's configuration).
+
+Amax registers (``amax``: :data:`cdmqta.hw.isa.AMAX_SLOTS` unsigned ``acc_width``-bit values): every row a
+STORE reads updates register ``epi.amax_slot`` (CONFIG.amax_slot) with the max |acc| of its lanes < cols, the
+accumulator values before requantization (INT32 stores too), so the host learns a tensor's max-abs without
+reading it as INT32. Pipeline: |acc| per lane (registered), the row's max (registered), the compare-and-update:
+a row's value is in the register 3 cycles after it entered the epilogue, before its host write. ``amax_clear``
+(the run's ``start``) zeroes all registers.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -31,6 +38,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .epilogue import Epilogue, EpilogueConfig
+from .isa import AMAX_SLOTS
 from .memories import read_port_signature
 
 __all__ = ["host_port_signature", "LoadCmd", "StoreCmd", "LoadUnit", "StoreUnit"]
@@ -141,6 +149,8 @@ class StoreUnit(wiring.Component):
             "read_done": Out(1), "done": Out(1), "busy": Out(1),
             "host": Out(host_port_signature(lanes, host_addr_width)),
             "acc_r": Out(read_port_signature(acc_addr_width, acc_row)),
+            "amax_clear": In(1),
+            "amax": Out(data.ArrayLayout(acc_width, AMAX_SLOTS)),
         })
 
     def elaborate(self, platform):
@@ -177,6 +187,26 @@ class StoreUnit(wiring.Component):
         m.d.comb += [epi.i_valid.eq(r_valid), epi.i_row.eq(r_row), epi.i_cfg.eq(r_cfg), epi.i_tag.eq(r_tag)]
         for c in range(cols):
             m.d.comb += epi.i_acc[c].eq(Mux(c < r_cols, self.acc_r.data[c], 0))
+
+        # Amax registers: |acc| per lane -> row max -> max with the slot's register.
+        aw = self._aw
+        a_valid, a_slot = Signal(), Signal.like(r_cfg.amax_slot)
+        a_abs = [Signal(aw, name=f"amax_abs{c}") for c in range(cols)]
+        m.d.sync += [a_valid.eq(r_valid), a_slot.eq(r_cfg.amax_slot)]
+        for c in range(cols):
+            x = epi.i_acc[c]
+            m.d.sync += a_abs[c].eq(Mux(x < 0, -x, x)[:aw])
+        level = a_abs
+        while len(level) > 1:
+            level = [Mux(level[i] > level[i + 1], level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                     for i in range(0, len(level), 2)]
+        b_valid, b_slot, b_max = Signal(), Signal.like(a_slot), Signal(aw)
+        m.d.sync += [b_valid.eq(a_valid), b_slot.eq(a_slot), b_max.eq(level[0])]
+        for s in range(AMAX_SLOTS):
+            with m.If(self.amax_clear):
+                m.d.sync += self.amax[s].eq(0)
+            with m.Elif(b_valid & (b_slot == s) & (b_max > self.amax[s])):
+                m.d.sync += self.amax[s].eq(b_max)
 
         m.d.comb += [
             self.host.wr_en.eq(epi.o_valid),

@@ -29,7 +29,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .isa import MULT_BITS, SHIFT_MAX, SR_ROUNDS, SR_SHIFTS, SR_WEYL, OutFormat, Rounding
+from .isa import AMAX_SLOT_BITS, MULT_BITS, SHIFT_MAX, SR_ROUNDS, SR_SHIFTS, SR_WEYL, OutFormat, Rounding
 
 __all__ = ["Epilogue", "EpilogueConfig"]
 
@@ -41,6 +41,7 @@ EpilogueConfig = data.StructLayout({
     "shift": 6,
     "rounding": 1,       # hw.isa.Rounding
     "seed": 32,
+    "amax_slot": AMAX_SLOT_BITS,     # the amax register the row updates (used by the store unit, not here)
 })
 
 

@@ -48,6 +48,10 @@ SHIFT_MAX = 47
 SR_WEYL = 0x9E3779B9
 SR_SHIFTS = (13, 17, 5)
 SR_ROUNDS = 3
+#: The amax registers: STOREs track max |acc| (the accumulator values before requantization, lanes < cols) in
+#: register CONFIG.amax_slot; all of them are cleared by ``start`` (per run) and read by the host after ``done``.
+AMAX_SLOT_BITS = 3
+AMAX_SLOTS = 1 << AMAX_SLOT_BITS
 
 
 def qmax(bits):
@@ -130,7 +134,8 @@ class Status(enum.IntEnum):
 # Field tables, LSB first after the opcode. (name, width)
 FIELDS = {
     Op.NOP: [],
-    Op.CONFIG: [("precision", 1), ("rounding", 1), ("shift", 6), ("mult", 16), ("seed", 32)],
+    Op.CONFIG: [("precision", 1), ("rounding", 1), ("shift", 6), ("mult", 16), ("seed", 32),
+                ("amax_slot", AMAX_SLOT_BITS)],
     Op.LOAD: [("to_acc", 1), ("sp_addr", 16), ("rows", 16), ("host_addr", 32), ("host_stride", 16)],
     Op.PRELOAD: [("b_addr", 16), ("k", 16), ("n", 8)],
     Op.COMPUTE: [("dataflow", 1), ("accumulate", 1), ("a_addr", 16), ("b_addr", 16), ("c_addr", 16),

@@ -8,6 +8,9 @@ Accelerator(config, host_words=None) -- ports (``clk`` / ``rst`` are the sync do
     status            Out(3)   hw.isa.Status of the run (0 = OK)
     error_index       Out(32)  index of the failing command (valid when status != 0)
     busy_cycles, macs, stall_cycles, compute_cycles   Out(64) performance counters of the run
+    amax              Out(ArrayLayout(acc_width, hw.isa.AMAX_SLOTS)) the amax registers of the run: max |acc| of
+                      the rows STOREd with each CONFIG.amax_slot (values before requantization; cleared by
+                      ``start``; see :class:`~cdmqta.hw.dma.StoreUnit`)
     host              Out(hw.dma.host_port_signature(lanes, host_addr_width)): word-addressed host memory,
                       rd_en/rd_addr -> rd_data one cycle later; wr_en/wr_addr/wr_data.
 ``host_words`` is the size of the host memory for ADDR_RANGE checks (default 2**host_addr_width); ``dsp`` is
@@ -21,13 +24,13 @@ SimTop(config, host_words, cmd_words) -- the Accelerator with a host memory of `
 (``host_mem``, ``32 * lanes`` bits a word) and a command memory of ``cmd_words`` 128-bit commands (``cmd_mem``)
 inside, both plain ``amaranth.lib.memory`` arrays that a testbench fills and reads in bulk (see
 :mod:`cdmqta.sw.rtl.driver`). Ports: ``start`` (pulse), ``n_cmds``, ``done``, ``status``, ``error_index`` and the
-counters; ``cmd_we`` / ``cmd_waddr`` / ``cmd_wdata`` write one command (tie to 0 when the memory is filled
+counters, ``amax``; ``cmd_we`` / ``cmd_waddr`` / ``cmd_wdata`` write one command (tie to 0 when the memory is filled
 through VPI; the port keeps yosys from folding the memory into constants). The command feeder streams ``cmd_mem[0 ..
 n_cmds-1]`` into the Accelerator, one per cycle.
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from .array import Array
@@ -35,10 +38,10 @@ from .config import QTAConfig
 from .controller import Controller
 from .dma import LoadUnit, StoreUnit, host_port_signature
 from .execute import ExecuteUnit
-from .isa import CMD_BITS
+from .isa import AMAX_SLOTS, CMD_BITS
 from .memories import AccumulatorMemory, Scratchpad
 
-__all__ = ["Accelerator", "SimTop", "control_members", "COUNTERS"]
+__all__ = ["Accelerator", "SimTop", "control_members", "amax_layout", "COUNTERS"]
 
 #: The 64-bit performance counters of a run (see :mod:`cdmqta.hw.controller`).
 COUNTERS = ("busy_cycles", "macs", "stall_cycles", "compute_cycles")
@@ -58,6 +61,11 @@ def _connect_control(m, outer, inner):
         m.d.comb += i.eq(o) if member.flow == In else o.eq(i)
 
 
+def amax_layout(config):
+    """Layout of the ``amax`` output: :data:`cdmqta.hw.isa.AMAX_SLOTS` unsigned ``acc_width``-bit registers."""
+    return data.ArrayLayout(config.acc_width, AMAX_SLOTS)
+
+
 def _abits(n):
     return max(1, (n - 1).bit_length())
 
@@ -73,7 +81,8 @@ class Accelerator(wiring.Component):
                              f"{1 << config.host_addr_width}]")
         self._host_words = host_words
         super().__init__({**control_members(), "cmd": In(stream.Signature(CMD_BITS)),
-                          "host": Out(host_port_signature(config.lanes, config.host_addr_width))})
+                          "host": Out(host_port_signature(config.lanes, config.host_addr_width)),
+                          "amax": Out(amax_layout(config))})
 
     @property
     def config(self):
@@ -106,6 +115,7 @@ class Accelerator(wiring.Component):
         connect(m, ctl.load, ld.cmd)
         connect(m, ctl.store, st.cmd)
         connect(m, st.acc_r, acc.r)
+        m.d.comb += [st.amax_clear.eq(self.start), self.amax.eq(st.amax)]
         m.d.comb += [
             ctl.load_done.eq(ld.done), ctl.load_busy.eq(ld.busy),
             ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
@@ -151,7 +161,7 @@ class SimTop(wiring.Component):
         self._cfg = config = config or QTAConfig()
         self._host_words, self._cmd_words = host_words, cmd_words
         super().__init__({**control_members(), "cmd_we": In(1), "cmd_waddr": In(_abits(cmd_words)),
-                          "cmd_wdata": In(CMD_BITS)})
+                          "cmd_wdata": In(CMD_BITS), "amax": Out(amax_layout(config))})
         #: The memories (``.data[i]`` is word i in the Amaranth simulator).
         self.host_mem = memory.Memory(shape=32 * config.lanes, depth=host_words, init=[])
         self.cmd_mem = memory.Memory(shape=CMD_BITS, depth=cmd_words, init=[])
@@ -173,6 +183,7 @@ class SimTop(wiring.Component):
             hw.en.eq(acc.host.wr_en), hw.addr.eq(acc.host.wr_addr), hw.data.eq(acc.host.wr_data),
         ]
         _connect_control(m, self, acc)
+        m.d.comb += self.amax.eq(acc.amax)
 
         # Command feeder: cmd_mem[0..n_cmds-1] as a stream (read latency 1, the port holds its data while idle).
         cr = cmd_mem.read_port()

@@ -118,3 +118,51 @@ def test_fused_equals_unfused(scaling):
     # the comparison sees a difference: fused delayed against unfused current
     other = crossattn_steps(fused=False, **{**kw, "scaling": "current" if scaling == "delayed" else "delayed"})
     assert compare_fused(fused, other) != []
+
+
+# -- the amax registers and segmented epilogues on the ISA emulator (the RTL is compared with it) -------------
+
+def test_emulator_amax_registers():
+    import numpy as np
+
+    from cdmqta.hw.config import PRESETS
+    from cdmqta.hw.isa import AMAX_SLOTS, Op, OutFormat, encode
+    from cdmqta.sw.runtime.emulator import Emulator
+    from cdmqta.sw.runtime.hostmem import rows_image
+
+    cfg = PRESETS["8x8"]
+    rows = np.array([[5, -9, 3, 0, 0, 0, 0, 1000], [-2, 7, -11, 0, 0, 0, 0, -2000]])
+    em = Emulator(cfg, host_words=64)
+    em.host[:2] = rows_image(rows, "int32", cfg.lanes)
+    prog = [encode(Op.CONFIG, mult=1, amax_slot=5),
+            encode(Op.LOAD, to_acc=1, sp_addr=0, rows=2, host_addr=0, host_stride=1),
+            # 3 of 8 lanes: the 1000 / -2000 in lane 7 are not stored, so they do not count
+            encode(Op.STORE, out=int(OutFormat.INT32), acc_addr=0, rows=2, cols=3, host_addr=10, host_stride=1),
+            encode(Op.CONFIG, mult=1, amax_slot=1),
+            encode(Op.STORE, out=int(OutFormat.INT8), acc_addr=1, rows=1, cols=8, host_addr=20, host_stride=1)]
+    em.run(prog, check=True)
+    assert em.amax == [0, 2000, 0, 0, 0, 11, 0, 0] and len(em.amax) == AMAX_SLOTS
+    em.run(prog[3:], check=True)       # a new run starts from zero
+    assert em.amax == [0, 2000, 0, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("preset", ["8x8", "7x5"])
+def test_segmented_gemm_q_on_emulator(preset):
+    from cdmqta.hw.config import PRESETS
+    from cdmqta.sw.runtime.engines import GoldenBackend
+
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(-128, 128, (13, 30), generator=g, dtype=torch.int32)
+    widths = [3, 4, 4, 2, 5, 1, 4, 3, 2, 4]          # 10 segments: more than the 8 amax registers
+    b = torch.randint(-128, 128, (30, sum(widths)), generator=g, dtype=torch.int32)
+    segs = [(w, 30000 + 997 * i, 19 + i % 3, "stochastic" if i % 2 else "nearest", 17 * i)
+            for i, w in enumerate(widths)]
+    ref = TorchEngine().gemm_q("x", a, b, "int8", segs)
+    eng = GoldenBackend(PRESETS[preset])
+    q, amax = eng.gemm_q("x", a, b, "int8", segs)
+    assert torch.equal(q, ref[0]) and amax == ref[1]
+    assert eng.all_bit_exact and [s.dataflow for s in eng.stats] == ["is"] * 2   # 8 + 2 segments
+    from cdmqta.sw.runtime.tiler import TilerError
+    eng.dataflow = "ws"
+    with pytest.raises(TilerError, match="only the IS mapping"):
+        eng.gemm_q("x", a, b[:, :11], "int8", segs[:3])

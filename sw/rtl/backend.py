@@ -74,16 +74,20 @@ class RtlBackend(TiledEngine):
         total = {"cycles": 0, "macs": 0, "stall_cycles": 0, "compute_cycles": 0}
         res = None
         prog = list(plan.program)
+        amax = None
         for start in range(0, len(prog), drv.cmd_words):
             res = await drv.run(prog[start:start + drv.cmd_words])
             for key in total:
                 total[key] += res[key]
+            # the registers restart at every run: the program's amax is the largest over its runs
+            amax = res["amax"] if amax is None else [max(x, y) for x, y in zip(amax, res["amax"])]
             if res["error_index"] is not None:
                 res["error_index"] += start
                 break
         c = plan.c_region
         host[c.base:c.base + c.words] = words_image(drv.read_words(c.base, c.words), host.shape[1])
         res.update(total)
+        res["amax"] = amax
         return res
 
     def execute(self, plan, host):
@@ -94,7 +98,7 @@ class RtlBackend(TiledEngine):
         if self.cross_check:
             c = plan.c_region
             if crosscheck(Emulator(self.config, host=before), plan.program, host, res["status"], res["error_index"],
-                          region=(c.base, c.words)):
+                          region=(c.base, c.words), amax=res["amax"]):
                 self.emulator_mismatches.append(getattr(plan, "gemm", None) and plan.gemm.name or plan.dataflow)
         return res
 

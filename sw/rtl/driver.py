@@ -17,7 +17,7 @@ Host word formats: :mod:`cdmqta.sw.runtime.hostmem` (``int8``, ``int32``, ``raw`
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
-from cdmqta.hw.isa import Status
+from cdmqta.hw.isa import AMAX_SLOTS, Status
 from cdmqta.sw.runtime.hostmem import pack_rows, unpack_words
 
 __all__ = ["AccelDriver"]
@@ -92,7 +92,8 @@ class AccelDriver:
         """Load ``program`` (128-bit ints) into the command memory, start it and wait for ``done``.
 
         Returns {"status": hw.isa.Status, "error_index": int or None, "cycles": busy cycles, "macs",
-        "stall_cycles", "compute_cycles"}. Raises TimeoutError if ``done`` does not rise in time (default
+        "stall_cycles", "compute_cycles", "amax": the amax registers (list of AMAX_SLOTS ints)}.
+        Raises TimeoutError if ``done`` does not rise in time (default
         timeout: 1000 + 100 cycles per command + 4 per host word, generous).
         """
         program = [int(w) for w in program]
@@ -117,7 +118,10 @@ class AccelDriver:
                 raise TimeoutError(f"the accelerator did not finish within {timeout_cycles} cycles")
         await RisingEdge(dut.clk)
         status = Status(int(dut.status.value))
+        amax_bits = int(dut.amax.value)
+        aw = self.config.acc_width
         return {
+            "amax": [(amax_bits >> (aw * s)) & ((1 << aw) - 1) for s in range(AMAX_SLOTS)],
             "status": status,
             "error_index": int(dut.error_index.value) if status != Status.OK else None,
             "cycles": int(dut.busy_cycles.value),

@@ -9,7 +9,10 @@ State (all reset to zero):
   row's column j is bytes 4j..4j+3, an INT8 / packed-INT4 row's lane i is byte i).
 - scratchpad: [sp_rows, lanes] raw bytes.  accumulator: [acc_rows, cols] signed ``acc_width``-bit values.
 - the WS array: [rows, cols] raw bytes (the stationary tile after PRELOAD).
-- CONFIG state: precision, rounding, shift, mult, seed.
+- CONFIG state: precision, rounding, shift, mult, seed, amax_slot.
+- the amax registers ``amax`` (:data:`cdmqta.hw.isa.AMAX_SLOTS` ints): each STORE raises register amax_slot to
+  the max |acc| of the tile it reads (lanes < cols, before requantization); :meth:`Emulator.run` (one hardware
+  run) starts them at zero.
 
 Semantics that :mod:`cdmqta.hw.isa` leaves open, fixed here (the controller must do the same):
 - LOAD copies whole rows: all ``lanes`` bytes of a word into a scratchpad row; with ``to_acc`` the word's
@@ -33,7 +36,18 @@ Semantics that :mod:`cdmqta.hw.isa` leaves open, fixed here (the controller must
 import numpy as np
 import torch
 
-from cdmqta.hw.isa import SHIFT_MAX, Dataflow, IsaError, OutFormat, Precision, Rounding, Status, decode, unpack_int4
+from cdmqta.hw.isa import (
+    AMAX_SLOTS,
+    SHIFT_MAX,
+    Dataflow,
+    IsaError,
+    OutFormat,
+    Precision,
+    Rounding,
+    Status,
+    decode,
+    unpack_int4,
+)
 from cdmqta.sw.model.requant import requantize
 
 __all__ = ["Emulator", "EmulatorError", "cmd_name", "crosscheck"]
@@ -88,13 +102,16 @@ class Emulator:
         self.array = np.zeros((c.rows, c.cols), np.int8)
         self.weights_valid = False
         self.precision, self.rounding, self.shift, self.mult, self.seed = Precision.INT8, Rounding.NEAREST_EVEN, 0, 0, 0
+        self.amax_slot, self.amax = 0, [0] * AMAX_SLOTS
         self.status, self.bad_index = Status.OK, None
         self.counters = {"commands": 0, "macs": 0, "computes": 0, "loaded_rows": 0, "stored_rows": 0}
 
     # -- running -------------------------------------------------------------------------------------------------
 
     def run(self, program, check=False):
-        """Run a list of 128-bit commands; returns the status (and sets ``bad_index`` on an error)."""
+        """Run a list of 128-bit commands; returns the status (and sets ``bad_index`` on an error). Like a
+        hardware run, it starts with the amax registers at zero."""
+        self.amax = [0] * AMAX_SLOTS
         for index, word in enumerate(program):
             status = self.step(word)
             if status != Status.OK:
@@ -141,7 +158,7 @@ class Emulator:
         if f["precision"] == Precision.INT4 and not self.config.int4:
             return Status.NOT_BUILT
         self.precision, self.rounding = Precision(f["precision"]), Rounding(f["rounding"])
-        self.shift, self.mult, self.seed = f["shift"], f["mult"], f["seed"]
+        self.shift, self.mult, self.seed, self.amax_slot = f["shift"], f["mult"], f["seed"], f["amax_slot"]
         return Status.OK
 
     def _load(self, f):
@@ -231,6 +248,7 @@ class Emulator:
         if acc_addr + rows > cfg.acc_rows or not self._host_ok(host, rows, stride):
             return Status.ADDR_RANGE
         tile = self.acc[acc_addr:acc_addr + rows, :cols]
+        self.amax[self.amax_slot] = max(self.amax[self.amax_slot], int(np.abs(tile).max()))
         words = np.zeros((rows, 4 * self.lanes), np.uint8)
         if out == OutFormat.INT32:
             words[:, :4 * cols] = tile.astype(np.int32).astype("<i4").view(np.uint8).reshape(rows, 4 * cols)
@@ -251,13 +269,14 @@ class Emulator:
         return q.numpy()
 
 
-def crosscheck(emulator, program, after, status, error_index, region=None):
+def crosscheck(emulator, program, after, status, error_index, region=None, amax=None):
     """How a hardware run of ``program`` disagrees with the emulator (an empty list when it agrees).
 
     ``emulator`` holds the state the hardware started from (its host image = the hardware's before the run, and
     its scratchpad / accumulator / CONFIG state if earlier programs ran on both); it runs ``program`` and must stop
     with the same ``status`` and ``error_index`` (None when OK) and leave the same host words as ``after`` (the
-    hardware's host image) over ``region`` = (first word, words), by default the whole memory."""
+    hardware's host image) over ``region`` = (first word, words), by default the whole memory; with ``amax`` (the
+    hardware's amax registers after the run) those must equal the emulator's too."""
     emulator.status, emulator.bad_index = Status.OK, None
     em_status = emulator.run(program)
     diffs = []
@@ -265,6 +284,8 @@ def crosscheck(emulator, program, after, status, error_index, region=None):
         diffs.append(f"status: hardware {Status(status).name}, emulator {Status(em_status).name}")
     if (emulator.bad_index if em_status != Status.OK else None) != error_index:
         diffs.append(f"error index: hardware {error_index}, emulator {emulator.bad_index}")
+    if amax is not None and list(amax) != emulator.amax:
+        diffs.append(f"amax registers: hardware {list(amax)}, emulator {emulator.amax}")
     lo, n = (0, len(after)) if region is None else region
     bad = np.flatnonzero((emulator.host[lo:lo + n] != np.asarray(after)[lo:lo + n]).any(axis=1)) + lo
     if bad.size:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from cdmqta.hw.isa import Status
-from cdmqta.sw.model.engine import Engine, TorchEngine, check_operand
+from cdmqta.hw.isa import AMAX_SLOTS, Status
+from cdmqta.sw.model.engine import Engine, TorchEngine, check_operand, requant_segments
 
 from .emulator import Emulator
 from .hostmem import new_image
@@ -78,12 +78,14 @@ class TiledEngine(Engine):
         self.record_programs = False
         self._reference = TorchEngine()
         self._plans = {}
+        self.last_amax = None       # the amax registers after the last GEMM / requantization program
 
     # -- what subclasses implement --------------------------------------------------------------------------
 
     def execute(self, plan, host):
         """Run ``plan.program`` on host memory image ``host`` (uint8 [words, 4*lanes], modified in place, at least
-        the result region); return {"status", "error_index", "cycles"}."""
+        the result region); return {"status", "error_index", "cycles", "amax"} (``amax``: the amax registers
+        after the program, :data:`cdmqta.hw.isa.AMAX_SLOTS` ints)."""
         raise NotImplementedError
 
     # -- engine methods -------------------------------------------------------------------------------------
@@ -115,13 +117,18 @@ class TiledEngine(Engine):
         plan.pack_host(a.cpu().numpy(), b.cpu().numpy(), host)
         res = self._checked(plan, host, name)
         out = torch.from_numpy(plan.read_result(host))
+        self.last_amax = [int(v) for v in res["amax"]]
         exact = None
         if self.compare:
             ref = self._reference._gemm(name, a, b, precision)
-            if epilogue.out != "int32":
+            if epilogue.segments:
+                ref, ref_amax = requant_segments(ref, epilogue.segments, self._reference._requant, name)
+                if self.last_amax[:len(ref_amax)] != ref_amax:
+                    exact = False
+            elif epilogue.out != "int32":
                 ref = self._reference._requant(name, ref, epilogue.mult, epilogue.shift, int(epilogue.out[3:]),
                                                epilogue.rounding, epilogue.seed)
-            exact = torch.equal(out, ref)
+            exact = torch.equal(out, ref) if exact is None else exact
         cycles = int(res["cycles"])
         program = [f"{int(w):032x}" for w in plan.program] if self.record_programs else None
         self.stats.append(GemmStat("gemm", name, m, n, k, precision, plan.dataflow, cycles, plan.ideal,
@@ -139,6 +146,23 @@ class TiledEngine(Engine):
         ep = Epilogue(out=f"int{bits}", mult=mult, shift=shift, rounding=rounding, seed=seed)
         return self._gemm(name, a, b, precision, ep)
 
+    def _gemm_q(self, name, a, b, precision, segments):
+        """One GEMM whose STOREs requantize each segment of columns (one CONFIG and amax register per segment);
+        more segments than amax registers run as several GEMMs of at most :data:`AMAX_SLOTS` segments."""
+        if len(segments) > AMAX_SLOTS:
+            outs, amax, c0 = [], [], 0
+            for i in range(0, len(segments), AMAX_SLOTS):
+                part = segments[i:i + AMAX_SLOTS]
+                cols = sum(s[0] for s in part)
+                q, am = self._gemm_q(name, a, b[:, c0:c0 + cols].contiguous(), precision, part)
+                outs.append(q)
+                amax += am
+                c0 += cols
+            return torch.cat(outs, dim=1), amax
+        ep = Epilogue(out="int8", segments=tuple(tuple(s) for s in segments))
+        out = self._gemm(name, a, b, precision, ep)
+        return out, self.last_amax[:len(segments)]
+
     def _requant(self, name, acc, mult, shift, bits, rounding, seed):
         m, n = acc.shape
         ep = Epilogue(out="int8" if bits == 8 else "int4", mult=mult, shift=shift, rounding=rounding, seed=seed)
@@ -146,6 +170,7 @@ class TiledEngine(Engine):
         host = self._host_image(plan, "requant", name)
         plan.pack_host(acc.cpu().numpy(), host)
         res = self._checked(plan, host, name)
+        self.last_amax = [int(v) for v in res["amax"]]
         out = torch.from_numpy(plan.read_result(host))
         exact = None
         if self.compare:
@@ -188,4 +213,4 @@ class GoldenBackend(TiledEngine):
     def execute(self, plan, host):
         em = Emulator(self.config, host=host)
         status = em.run(plan.program)
-        return {"status": status, "error_index": em.bad_index, "cycles": plan.est_cycles}
+        return {"status": status, "error_index": em.bad_index, "cycles": plan.est_cycles, "amax": list(em.amax)}

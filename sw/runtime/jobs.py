@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from cdmqta.sw.model.crossattn import compare_fused, crossattn_steps
 from cdmqta.sw.model.engine import TorchEngine
 from cdmqta.sw.model.lora import reference_step
 from cdmqta.sw.model.requant import requantize
@@ -32,6 +33,11 @@ def run_job(engine, job):
     {"kind": "lora", "tokens", "in", "out", "rank", "quant", "steps", "seed", "rounding"}: the golden model's
     training step(s) (:func:`cdmqta.sw.model.lora.reference_step`) on ``engine`` and on a TorchEngine; every integer
     tensor of both runs is compared (``diffs`` empty = bit-exact), and the float parameters after the steps.
+    {"kind": "crossattn", "layers", "tokens", "ctx_tokens", "dim", "ctx_dim", "rank", "scaling", "steps", "seed",
+    "fused"}: K/V LoRA of a cross-attention stack (:func:`cdmqta.sw.model.crossattn.crossattn_steps`) on ``engine``
+    (fused GEMMs by default) against the unfused golden model on a TorchEngine, compared layer by layer
+    (:func:`cdmqta.sw.model.crossattn.compare_fused`); ``amax`` holds each fused GEMM's amax registers as read
+    back (``gemm_q`` calls) and the golden max |value| of the same columns.
     {"kind": "gemms", "gemms": [[m, n, k, precision, dataflow or null, seed(, name, epilogue)], ...]}: random
     operands; ``epilogue`` {"mult", "shift", "bits", "rounding", "seed"} requantizes in the GEMM's STOREs.
     """
@@ -49,6 +55,30 @@ def run_job(engine, job):
         res["calls"] = len(got["capture"])
         res["params_equal"] = all(torch.equal(got["params"][p], ref["params"][p]) for p in ("A", "B"))
         res["grads_equal"] = all(torch.equal(got["grads"][p], ref["grads"][p]) for p in ("A", "B", "X"))
+    elif job["kind"] == "crossattn":
+        kw = {k: job[k] for k in ("layers", "tokens", "ctx_tokens", "dim", "ctx_dim", "rank", "scaling", "steps",
+                                  "seed", "rounding") if k in job}
+        t = time.perf_counter()
+        got = crossattn_steps(engine, fused=job.get("fused", True), **kw)
+        res["seconds"] = time.perf_counter() - t
+        ref = crossattn_steps(TorchEngine(), fused=False, **kw)
+        res["diffs"] = compare_fused(got, ref) if job.get("fused", True) else got["capture"].compare(ref["capture"])
+        res["calls"] = len(got["capture"])
+        res["params_equal"] = all(torch.equal(a, b) for n in ref["params"]
+                                  for a, b in zip(got["params"][n], ref["params"][n]))
+        res["grads_equal"] = all(torch.equal(a, b) for n in ref["grads"]
+                                 for a, b in zip(got["grads"][n], ref["grads"][n]))
+        res["amax"] = []
+        for r, t in zip(got["capture"].records, got["capture"].tensors):
+            if r.kind == "gemm_q":
+                acc = t["a"].to(torch.int64) @ t["b"].to(torch.int64)
+                c0, golden = 0, []
+                for cols, *_ in r.params["segments"]:
+                    golden.append(int(acc[:, c0:c0 + cols].abs().max()))
+                    c0 += cols
+                res["amax"].append({"name": r.name, "register": t["amax"].tolist(), "golden": golden})
+        res["amax_history"] = got["amax"]
+        res["amax_history_golden"] = ref["amax"]
     elif job["kind"] == "gemms":
         diffs = []
         for i, g in enumerate(job["gemms"]):

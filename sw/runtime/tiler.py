@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cdmqta.errors import InputError
-from cdmqta.hw.isa import MULT_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Rounding, encode, pack_k
+from cdmqta.hw.isa import AMAX_SLOTS, MULT_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Rounding, encode, pack_k
 from cdmqta.sw.perf.program import program_cycles
 
 __all__ = [
@@ -60,15 +60,33 @@ class TilerError(InputError):
 
 @dataclass(frozen=True)
 class Epilogue:
-    """What STORE does with the accumulator: ``int32`` pass-through, or requantize to ``int8`` / ``int4``."""
+    """What STORE does with the accumulator: ``int32`` pass-through, or requantize to ``int8`` / ``int4``.
+
+    ``segments`` (requantizing epilogues only): ``((cols, mult, shift, rounding, seed), ...)`` splitting C's N
+    columns left to right, each requantized with its own parameters in its own coordinates (column 0 = the
+    segment's first) and tracked in its own amax register (segment i -> CONFIG.amax_slot i): a fused GEMM of
+    several tensors. Then ``mult`` ... ``seed`` are unused. WS / OS need every boundary on a multiple of the array's
+    columns (a STORE writes whole tiles); IS (C^T tiles, a STORE per row range) takes any boundaries.
+    """
 
     out: str = "int32"
     mult: int = 1
     shift: int = 0
     rounding: str = "nearest"
     seed: int = 0
+    segments: tuple = ()
 
     def __post_init__(self):
+        if self.segments:
+            if self.out == "int32":
+                raise TilerError("epilogue segments need a requantizing epilogue (int8 / int4)")
+            if len(self.segments) > AMAX_SLOTS:
+                raise TilerError(f"epilogue: {len(self.segments)} segments, the hardware has {AMAX_SLOTS} amax "
+                                 f"registers")
+            for cols, mult, shift, rounding, seed in self.segments:
+                Epilogue(self.out, mult, shift, rounding, seed)
+                if cols < 1:
+                    raise TilerError(f"epilogue segment of {cols} columns")
         if self.out not in _OUT:
             raise TilerError(f"epilogue out={self.out!r} must be one of {sorted(_OUT)}")
         if self.out != "int32":
@@ -367,9 +385,13 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
 
     em = _Emitter(config, fences)
     ep = gemm.epilogue
+    if ep.segments:
+        _, mult0, shift0, rounding0, seed0 = ep.segments[0]
+    else:
+        mult0, shift0, rounding0, seed0 = ep.mult, ep.shift, ep.rounding, ep.seed
     em.emit(Op.CONFIG, precision=int(Precision.INT4 if gemm.precision == "int4" else Precision.INT8),
-            rounding=int(Rounding.STOCHASTIC if ep.rounding == "stochastic" else Rounding.NEAREST_EVEN),
-            shift=ep.shift, mult=ep.mult, seed=ep.seed)
+            rounding=int(Rounding.STOCHASTIC if rounding0 == "stochastic" else Rounding.NEAREST_EVEN),
+            shift=shift0, mult=mult0, seed=seed0)
     loads = 0
 
     def emit_loads(i):
@@ -389,10 +411,39 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
         return all(res[i + 1] is None or not res[i + 1][1] or res[i + 1][0] != res[i][0] for res in (a_res, b_res))
 
     stores = {}
+    segs = ep.segments
+    seg_lo = [sum(s[0] for s in segs[:i]) for i in range(len(segs))]
+    cur_seg = [0]
+
+    def config_segment(i):
+        if i != cur_seg[0]:
+            _, mult, shift, rounding, seed = segs[i]
+            em.emit(Op.CONFIG, precision=int(Precision.INT4 if gemm.precision == "int4" else Precision.INT8),
+                    rounding=int(Rounding.STOCHASTIC if rounding == "stochastic" else Rounding.NEAREST_EVEN),
+                    shift=shift, mult=mult, seed=seed, amax_slot=i)
+            cur_seg[0] = i
+
+    def emit_store(f):
+        em.emit(Op.STORE, [("acc", f["acc_addr"], f["acc_addr"] + f["rows"], False)], **f)
 
     def flush_stores():
         for f in stores.values():
-            em.emit(Op.STORE, [("acc", f["acc_addr"], f["acc_addr"] + f["rows"], False)], **f)
+            if not segs:
+                emit_store(f)
+            elif not transposed:        # the tile's columns lie in one segment (candidates checks)
+                i = max(j for j in range(len(segs)) if seg_lo[j] <= f["origin_col"])
+                config_segment(i)
+                emit_store({**f, "origin_col": f["origin_col"] - seg_lo[i]})
+            else:                       # C^T rows = C's columns: one STORE per segment piece
+                r0, end = f["origin_row"], f["origin_row"] + f["rows"]
+                while r0 < end:
+                    i = max(j for j in range(len(segs)) if seg_lo[j] <= r0)
+                    r1 = min(end, seg_lo[i] + segs[i][0])
+                    off = r0 - f["origin_row"]
+                    config_segment(i)
+                    emit_store({**f, "acc_addr": f["acc_addr"] + off, "rows": r1 - r0,
+                                "host_addr": f["host_addr"] + off, "origin_row": r0 - seg_lo[i]})
+                    r0 = r1
         stores.clear()
 
     acc_slot, acc_addr = -1, 0
@@ -511,6 +562,16 @@ def candidates(gemm, config, dataflow=None):
         if built not in config.dataflows:
             raise TilerError(f"dataflow={dataflow!r} needs {built.upper()}, which this configuration did not build")
         flows = [dataflow]
+    segs = gemm.epilogue.segments
+    if segs:
+        if sum(s[0] for s in segs) != gemm.n:
+            raise TilerError(f"{gemm.name}: epilogue segments cover {sum(s[0] for s in segs)} columns, N={gemm.n}")
+        bounds = [sum(s[0] for s in segs[:i]) for i in range(1, len(segs))]
+        if any(b % config.cols for b in bounds):
+            flows = [d for d in flows if d == "is"]
+            if not flows:
+                raise TilerError(f"{gemm.name}: segment boundaries {bounds} are not multiples of the array's "
+                                 f"{config.cols} columns: only the IS mapping can store them")
     pack = _PACK[gemm.precision]
     out = []
     for d in flows:
