@@ -166,3 +166,44 @@ def test_segmented_gemm_q_on_emulator(preset):
     eng.dataflow = "ws"
     with pytest.raises(TilerError, match="only the IS mapping"):
         eng.gemm_q("x", a, b[:, :11], "int8", segs[:3])
+
+
+# -- cdmqta demo --scaling delayed (golden backend here; the RTL runs the same jobs in verif/test_fused_rtl.py) --
+
+def test_demo_delayed_scaling_reports_cycles_saved(tmp_path, capsys):
+    import json
+
+    from cdmqta.cli import main as cli_main
+
+    out_json = tmp_path / "demo.json"
+    assert cli_main(["demo", "--backend", "golden", "--scaling", "delayed", "--quiet", "--json", str(out_json)]) == 0
+    out = json.loads(out_json.read_text())
+    assert out["all_bit_exact"] and out["scaling"] == "delayed" and len(out["step_cycles"]) == 2
+    # step 1 has no history (same program as current); step 2 drops the two requantization passes (H, dH)
+    assert out["cycles_saved"][0] == 0
+    requant_cycles = [r["cycles"] for r in out["requants"]]
+    assert len(requant_cycles) == 2 and out["cycles_saved"][1] == sum(requant_cycles) > 0
+    assert out["current"]["step_cycles"][1] == out["step_cycles"][1] + out["cycles_saved"][1]
+    assert f"saved {out['cycles_saved'][1]} " in capsys.readouterr().out
+
+
+def test_demo_scaling_bad_input(capsys):
+    from cdmqta.cli import main as cli_main
+
+    assert cli_main(["demo", "--backend", "golden", "--scaling", "delayed", "--steps", "1"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith("cdmqta demo: error: --steps=1 with --scaling delayed: the first step has no amax")
+    with pytest.raises(SystemExit) as exc:          # argparse: usage, then the line naming the option
+        cli_main(["demo", "--backend", "golden", "--scaling", "late"])
+    assert exc.value.code == 2
+    assert "argument --scaling: invalid choice: 'late'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_demo_help_names_scaling(capsys):
+    from cdmqta.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--scaling {current,delayed}" in text and "reports the cycles saved" in text

@@ -8,6 +8,11 @@ step; per GEMM it prints the dataflow the tiler chose, the cycles (RTL counters)
 (ideal M*N*K/(R*C) over cycles) and whether it is bit-exact. Exit status 1 if anything differs. While it runs,
 stderr says what it is doing (loading, converting to Verilog, building, simulating) with the elapsed time, unless
 ``--quiet`` or stderr is not a terminal.
+
+``--scaling delayed`` runs the steps with delayed max-abs scaling (:mod:`cdmqta.sw.model.lora`: the scale of H and
+dH from an amax history, the requantization fused into the GEMM's STOREs, max |acc| from the amax registers) and,
+in the same simulation, the same steps with current scaling, and reports the cycles delayed scaling saves per
+step. It needs at least 2 steps (default 2): the first step has no history and scales as current.
 """
 
 import json
@@ -27,7 +32,13 @@ def add_arguments(parser):
     parser.add_argument("--int4-weights", action="store_true",
                         help="quantize the frozen base weight W0 to INT4 (mode int8-w4) instead of INT8")
     parser.add_argument("--seed", type=int, default=0, help="seed of the layer, input and gradient (default: 0)")
-    parser.add_argument("--steps", type=int, default=1, help="training steps with host SGD updates (default: 1)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps with host SGD updates (default: 1; 2 with --scaling delayed)")
+    parser.add_argument("--scaling", choices=("current", "delayed"), default="current",
+                        help="requantization scale of H and dH: current (default: this step's max |acc|, an INT32 "
+                             "round trip through the host) or delayed (from the amax history of earlier steps, "
+                             "requantized in the GEMM's STOREs; also runs current scaling on the same steps and "
+                             "reports the cycles saved; needs --steps >= 2)")
     parser.add_argument("--backend", choices=("rtl", "golden"), default="rtl",
                         help="rtl: Verilator via cocotb (default); golden: the ISA emulator (no simulator)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
@@ -37,12 +48,20 @@ def add_arguments(parser):
 def _job(args):
     return {"kind": "lora", "tokens": LAYER["tokens"], "in": LAYER["in_features"], "out": LAYER["out_features"],
             "rank": LAYER["rank"], "quant": "int8-w4" if args.int4_weights else "int8", "steps": args.steps,
-            "seed": args.seed}
+            "seed": args.seed, "scaling": args.scaling}
 
 
-def run_demo(config, job, backend="rtl", progress=None):
+def run_demo(config, job, backend="rtl", progress=None, jobs=None):
     """Run ``job`` on ``backend``; returns (result dict of :func:`cdmqta.sw.runtime.jobs.run_job`, timings).
-    ``progress``: a :class:`cdmqta.progress.Reporter` told about each step (None: silent)."""
+    ``progress``: a :class:`cdmqta.progress.Reporter` told about each step (None: silent). With ``jobs`` (a list)
+    every job runs (in one simulation) and the first value is the list of results."""
+    if jobs is not None:
+        return _run_many(config, jobs, backend, progress)
+    res, timing = _run_many(config, [job], backend, progress)
+    return res[0], timing
+
+
+def _run_many(config, jobs, backend, progress):
     progress = SILENT if progress is None else progress
     # torch and the runtime take seconds to import: only running the demo needs them, not ``cdmqta demo --help``
     if backend == "golden":
@@ -51,12 +70,21 @@ def run_demo(config, job, backend="rtl", progress=None):
             from cdmqta.sw.runtime.jobs import run_job
         t = time.perf_counter()
         with progress.step("running the step on the ISA emulator"):
-            res = run_job(GoldenBackend(config), job)
+            res = [run_job(GoldenBackend(config), job) for job in jobs]
         return res, {"build_s": 0.0, "sim_s": time.perf_counter() - t}
     with progress.step("loading torch, the runtime and the simulator"):
         from cdmqta.sw.rtl.backend import run_jobs  # and the simulator stack only for --backend rtl
-    results, timing = run_jobs(config, [job], progress=progress)
-    return results[0], timing
+    return run_jobs(config, jobs, progress=progress)
+
+
+def step_cycles(stats):
+    """Cycles of each training step of a LoRA job's stats (GEMMs and requantizations; a step starts at "H")."""
+    steps = []
+    for s in stats:
+        if s["name"] == "H" and s["kind"] == "gemm":
+            steps.append(0)
+        steps[-1] += s["cycles"]
+    return steps
 
 
 def report(config, args, res, timing, total_s):
@@ -76,21 +104,39 @@ def report(config, args, res, timing, total_s):
                   for s in gemms],
         "requants": [{"name": s["name"], "m": s["m"], "n": s["n"], "bits": int(s["precision"][3:]),
                       "cycles": s["cycles"], "bit_exact": s["bit_exact"]} for s in requants],
+        "scaling": res["job"].get("scaling", "current"),
+        "step_cycles": step_cycles(res["stats"]),
     }
 
 
 def main(args):
+    delayed = args.scaling == "delayed"
+    if args.steps is None:
+        args.steps = 2 if delayed else 1
     if args.steps < 1:
         raise UsageError(f"--steps={args.steps} must be >= 1")
+    if delayed and args.steps < 2:
+        raise UsageError(f"--steps={args.steps} with --scaling delayed: the first step has no amax history (it "
+                         f"scales as current), use --steps >= 2")
     config = QTAConfig(rows=args.rows, cols=args.cols)
     check_outputs(files={"--json": args.json})
     job = _job(args)
     print(f"cdm-qta demo: {config.rows}x{config.cols} array, LoRA layer in={job['in']} out={job['out']} "
-          f"r={job['rank']} T={job['tokens']}, {job['quant']}, {job['steps']} step(s), backend {args.backend}",
-          flush=True)
+          f"r={job['rank']} T={job['tokens']}, {job['quant']}, {job['steps']} step(s), {args.scaling} scaling, "
+          f"backend {args.backend}", flush=True)
     t0 = time.perf_counter()
-    res, timing = run_demo(config, job, args.backend, Reporter(quiet=args.quiet))
+    jobs = [job, dict(job, scaling="current")] if delayed else [job]
+    results, timing = run_demo(config, None, args.backend, Reporter(quiet=args.quiet), jobs=jobs)
+    res = results[0]
     out = report(config, args, res, timing, time.perf_counter() - t0)
+    if delayed:
+        cur = report(config, args, results[1], timing, 0.0)
+        out["current"] = {"step_cycles": cur["step_cycles"], "all_bit_exact": cur["all_bit_exact"],
+                          "diffs": cur["diffs"], "emulator_mismatches": cur["emulator_mismatches"]}
+        out["cycles_saved"] = [c - d for c, d in zip(cur["step_cycles"], out["step_cycles"])]
+        out["all_bit_exact"] = out["all_bit_exact"] and cur["all_bit_exact"]
+        out["emulator_mismatches"] = out["emulator_mismatches"] + cur["emulator_mismatches"]
+        out["diffs"] = out["diffs"] + [f"current-scaling run: {d}" for d in cur["diffs"]]
 
     if args.backend == "rtl":
         print(f"build {out['seconds']['build']:.1f} s (cached after the first run), simulation "
@@ -105,6 +151,10 @@ def main(args):
     cyc = sum(g["cycles"] for g in out["gemms"])
     ideal = sum(g["m"] * g["n"] * g["k"] for g in out["gemms"]) / config.macs
     print(f"GEMMs: {cyc} cycles, ideal {ideal:.0f}, utilization {ideal / cyc:.3f} ({out['cycles_from']})")
+    if delayed:
+        for i, (d, c) in enumerate(zip(out["step_cycles"], out["current"]["step_cycles"])):
+            print(f"step {i + 1}: delayed {d} cycles, current {c} cycles: saved {c - d} ({(c - d) / c:.1%})"
+                  + ("  (no amax history yet: scales as current)" if i == 0 else ""))
     for d in out["diffs"] + [f"RTL and ISA emulator differ on {m}" for m in out["emulator_mismatches"]]:
         print(f"MISMATCH: {d}")
     print("all bit-exact: " + ("yes" if out["all_bit_exact"] else "NO"))
