@@ -50,7 +50,7 @@ SR_SHIFTS = (13, 17, 5)
 SR_ROUNDS = 3
 #: The amax registers: STOREs track max |acc| (the accumulator values before requantization, lanes < cols) in
 #: register CONFIG.amax_slot; all of them are cleared by ``start`` (per run) and read by the host after ``done``.
-AMAX_SLOT_BITS = 3
+AMAX_SLOT_BITS = 5
 AMAX_SLOTS = 1 << AMAX_SLOT_BITS
 
 

@@ -141,9 +141,9 @@ def test_emulator_amax_registers():
             encode(Op.CONFIG, mult=1, amax_slot=1),
             encode(Op.STORE, out=int(OutFormat.INT8), acc_addr=1, rows=1, cols=8, host_addr=20, host_stride=1)]
     em.run(prog, check=True)
-    assert em.amax == [0, 2000, 0, 0, 0, 11, 0, 0] and len(em.amax) == AMAX_SLOTS
+    assert em.amax == [0, 2000, 0, 0, 0, 11] + [0] * (AMAX_SLOTS - 6) and AMAX_SLOTS == 32
     em.run(prog[3:], check=True)       # a new run starts from zero
-    assert em.amax == [0, 2000, 0, 0, 0, 0, 0, 0]
+    assert em.amax == [0, 2000] + [0] * (AMAX_SLOTS - 2)
 
 
 @pytest.mark.parametrize("preset", ["8x8", "7x5"])
@@ -153,15 +153,15 @@ def test_segmented_gemm_q_on_emulator(preset):
 
     g = torch.Generator().manual_seed(9)
     a = torch.randint(-128, 128, (13, 30), generator=g, dtype=torch.int32)
-    widths = [3, 4, 4, 2, 5, 1, 4, 3, 2, 4]          # 10 segments: more than the 8 amax registers
+    widths = [3, 4, 4, 2, 5, 1, 4, 3, 2, 4] * 3 + [1, 2, 3, 1]   # 34 segments: more than the 32 amax registers
     b = torch.randint(-128, 128, (30, sum(widths)), generator=g, dtype=torch.int32)
-    segs = [(w, 30000 + 997 * i, 19 + i % 3, "stochastic" if i % 2 else "nearest", 17 * i)
+    segs = [(w, 30000 + 97 * i, 19 + i % 3, "stochastic" if i % 2 else "nearest", 17 * i)
             for i, w in enumerate(widths)]
     ref = TorchEngine().gemm_q("x", a, b, "int8", segs)
     eng = GoldenBackend(PRESETS[preset])
     q, amax = eng.gemm_q("x", a, b, "int8", segs)
     assert torch.equal(q, ref[0]) and amax == ref[1]
-    assert eng.all_bit_exact and [s.dataflow for s in eng.stats] == ["is"] * 2   # 8 + 2 segments
+    assert eng.all_bit_exact and [s.dataflow for s in eng.stats] == ["is"] * 2   # 32 + 2 segments
     from cdmqta.sw.runtime.tiler import TilerError
     eng.dataflow = "ws"
     with pytest.raises(TilerError, match="only the IS mapping"):
