@@ -4,15 +4,16 @@
     python scripts/bench_fused_scaling.py [--rows 64 --cols 64] [--ranks 4,8,...] [--json FILE]
 
 For every rank of ``sw/perf/data/sd15-lora-kv.csv`` (the 32 cross-attention K/V LoRA layers of one SD-1.5 U-Net
-training step, all reading the same 77 x 768 text embedding), the LoRA GEMMs of the step are planned by the
+training step, all reading the same 77 x 768 text embedding), the LoRA GEMMs of the step and the frozen K/V
+projections ``Y0 = c . W^T`` of those layers are planned by the
 runtime's tiler exactly as the runtime issues them (:mod:`cdmqta.sw.model.lora`, :class:`cdmqta.sw.runtime.engines
 .TiledEngine`), in four variants:
 
 - unfused / current: per layer H and dH to INT32, each followed by its requantization program (LOAD the INT32
-  rows into the accumulator, STORE through the epilogue), Y1, dB, dA;
+  rows into the accumulator, STORE through the epilogue), Y1, Y0, dB, dA;
 - unfused / delayed: H and dH as one requantizing GEMM each (``gemm_q``: INT8 STOREs, amax register);
 - fused / current: one H GEMM of all layers (``c . [A_1; ...; A_32]^T``, INT32) and one requantization program
-  per layer, one dA GEMM of all layers; Y1, dH (+ requantization), dB per layer;
+  per layer, one Y0 GEMM ``c . [W_1; ...; W_32]^T``, one dA GEMM of all layers; Y1, dH (+ requantization), dB per layer;
 - fused / delayed: one requantizing H GEMM with a segment (CONFIG, amax register) per layer, dH as gemm_q.
 
 Cycles are the tiler's cost model (:func:`cdmqta.sw.perf.program.program_cycles`, equal to the RTL's
@@ -51,9 +52,12 @@ def program_bytes(program, config):
     return total
 
 
+_CACHE = {}
+
+
 class Counter:
     def __init__(self, config):
-        self.config, self.cycles, self.bytes, self.programs, self._cache = config, 0, 0, 0, {}
+        self.config, self.cycles, self.bytes, self.programs, self._cache = config, 0, 0, 0, _CACHE
 
     def _add(self, key, make):
         if key not in self._cache:
@@ -72,10 +76,13 @@ class Counter:
 
 
 def count(rows, variant, config):
-    """(cycles, bytes, programs) of one variant on the LoRA rows of one rank."""
+    """(cycles, bytes, programs) of one variant on the LoRA rows of one rank and the frozen K/V projections."""
     fused, delayed = variant.startswith("fused"), variant.endswith("delayed")
     by = {}
     for g in rows:
+        if g.cls == "frozen":
+            by.setdefault(g.name, {})["Y0"] = g
+            continue
         layer, _, kind = g.name.rpartition(".")
         by.setdefault(layer, {})[kind] = g
     layers = sorted(by)
@@ -83,6 +90,8 @@ def count(rows, variant, config):
     q = Epilogue(out="int8", mult=REQ.mult, shift=REQ.shift)
     hs = [by[n]["H"] for n in layers]
     if fused:
+        y0s = [by[n]["Y0"] for n in layers]
+        cnt.gemm(y0s[0].m, sum(y.n for y in y0s), y0s[0].k)
         m, k = hs[0].m, hs[0].k
         widths = [h.n for h in hs]
         if delayed:
@@ -103,6 +112,8 @@ def count(rows, variant, config):
                 cnt.gemm(g["H"].m, g["H"].n, g["H"].k)
                 cnt.requant(g["H"].m, g["H"].n)
         cnt.gemm(g["Y1"].m, g["Y1"].n, g["Y1"].k)
+        if not fused:
+            cnt.gemm(g["Y0"].m, g["Y0"].n, g["Y0"].k)
         if delayed:
             cnt.gemm(g["dH"].m, g["dH"].n, g["dH"].k, q)
         else:
@@ -128,12 +139,13 @@ def main(argv=None):
     ranks = [int(r) for r in args.ranks.split(",")]
     out = {"command": " ".join(["python", "scripts/bench_fused_scaling.py"] + list(argv or sys.argv[1:])),
            "config": config.to_dict(), "ranks": {}}
-    print(f"SD-1.5 K/V LoRA GEMMs (32 layers) on {args.rows}x{args.cols}: cycles (program model) and host bytes")
+    print(f"SD-1.5 K/V LoRA GEMMs and frozen K/V projections (32 layers) on {args.rows}x{args.cols}: cycles (program model) and host bytes")
     print(f"{'rank':>4} {'variant':16} {'programs':>8} {'cycles':>10} {'vs unfused/current':>18} {'DRAM bytes':>11} "
           f"{'vs u/c':>7}")
     for r in ranks:
         t = time.perf_counter()
-        rows = [g for g in load_workload("sd15-lora-kv", rank=r) if g.cls == "lora"]
+        rows = [g for g in load_workload("sd15-lora-kv", rank=r)
+                if g.cls == "lora" or (g.cls == "frozen" and g.a_id == "text_emb")]
         res = {v: dict(zip(("cycles", "bytes", "programs"), count(rows, v, config))) for v in VARIANTS}
         base = res["unfused/current"]
         for v in VARIANTS:

@@ -110,8 +110,8 @@ def test_fused_equals_unfused(scaling):
     fused, unfused = crossattn_steps(fused=True, **kw), crossattn_steps(fused=False, **kw)
     assert compare_fused(fused, unfused) == []
     names = [r.name for r in fused["capture"].records]
-    assert names.count("fused0:H") == 3 and names.count("fused0:dA") == 3
-    assert not any(n.endswith("to_k:dA") or n.endswith("to_v:dA") for n in names)
+    assert names.count("fused0:H") == names.count("fused0:Y0") == names.count("fused0:dA") == 3
+    assert not any(n.endswith(("to_k:dA", "to_v:dA", "to_k:Y0", "to_v:Y0")) for n in names)
     if scaling == "delayed":
         kinds = [r.kind for r in fused["capture"].records if r.name == "fused0:H"]
         assert kinds == ["gemm", "gemm_q", "gemm_q"]

@@ -4,8 +4,8 @@
 ``to_k`` / ``to_v`` all read the same context ``c`` (a text embedding), as in Stable Diffusion's U-Net.
 :func:`crossattn_steps` trains its K/V LoRA layers a few SGD steps on an engine, fused (the layers sharing ``c``
 in one :class:`cdmqta.sw.model.lora.FusionGroup`) or not, and :func:`compare_fused` checks a fused run against
-an unfused one layer by layer: every per-layer engine call (Y1, Y0, dH, dB, ... and their requantizations), the
-fused H / dA GEMMs split per layer against each layer's own H / dA, the amax histories, outputs, gradients and
+an unfused one layer by layer: every per-layer engine call (Y1, dH, dB, ... and their requantizations), the
+fused H / Y0 / dA GEMMs split per layer against each layer's own, the amax histories, outputs, gradients and
 parameters after the steps -- all bit for bit.
 """
 
@@ -96,7 +96,7 @@ def compare_fused(fused, unfused):
     if not groups:
         diffs.append("the fused run has no fusion group")
     members = {lyr.name: g for g in groups for lyr in g.layers}
-    fused_kinds = ("H", "dA")
+    fused_kinds = ("H", "Y0", "dA")
     # 1. per-layer calls other than the fused ones, in order, record and tensors
     per_layer = {}
     for run, key in ((fused, "f"), (unfused, "u")):
@@ -106,7 +106,7 @@ def compare_fused(fused, unfused):
     for name in unfused["layers"]:
         fu = [(r, t) for r, t in per_layer.get((name, "f"), [])]
         un = [(r, t) for r, t in per_layer.get((name, "u"), [])
-              if not (name in members and r.name.endswith(":dA"))
+              if not (name in members and (r.name.endswith(":dA") or r.name.endswith(":Y0")))
               and not (name in members and r.kind in ("gemm", "gemm_q") and r.name.endswith(":H"))]
         if len(fu) != len(un):
             diffs.append(f"{name}: {len(fu)} per-layer calls fused, {len(un)} unfused")
@@ -127,7 +127,7 @@ def compare_fused(fused, unfused):
                 if any(p is None for p in parts):
                     diffs.append(f"{g.name}:{kind} step {step}: a layer has no unfused {kind}")
                     continue
-                ref = torch.cat(parts, dim=1 if kind == "H" else 0)
+                ref = torch.cat(parts, dim=0 if kind == "dA" else 1)
                 if ref.shape != t["out"].shape or not torch.equal(ref.to(torch.int64), t["out"].to(torch.int64)):
                     diffs.append(f"{g.name}:{kind} step {step}: fused output differs from the layers' own")
                 if "amax" in t:

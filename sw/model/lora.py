@@ -133,12 +133,14 @@ class _QuantLoRAFunction(torch.autograd.Function):
         s_x, s_a, s_b = float(s_x), float(s_a), float(s_b)
 
         if layer.group is not None:
-            hq, mult, shift = layer.group.forward_h(layer, x, xq)
+            hq, mult, shift, y0_acc = layer.group.forward_h(layer, x, xq)
         else:
             hq, mult, shift = _gemm_requant(layer, "H", xq, aq.t().contiguous(), "nearest", 0)
+            y0_acc = None
         s_h = s_x * s_a / float(multiplier_value(mult, shift))
         y1_acc = eng.gemm(p + "Y1", hq, bq.t().contiguous(), "int8")
-        y0_acc = eng.gemm(p + "Y0", xq, layer.w0q_t, "int8")
+        if y0_acc is None:
+            y0_acc = eng.gemm(p + "Y0", xq, layer.w0q_t, "int8")
 
         # dequantize on the host: int32 * float scale promotes straight to the float dtype (no int64/float64 copies)
         y = (y0_acc * _scale(layer.w0_scale_row, s_x, x.dtype)).to(x.dtype)
@@ -353,8 +355,9 @@ def _tensor_key(x):
 
 class FusionGroup:
     """LoRA layers that read the same input tensor (the K/V projections of every cross-attention layer on the
-    text embedding): their ``H = X.A_l^T`` run as one GEMM ``X.[A_1; A_2; ...]^T`` and their ``dA_l = dH_l^T.X``
-    as one GEMM ``[dH_1, dH_2, ...]^T.X``, split back per layer. Exact: the integers of each layer equal its
+    text embedding): their ``H = X.A_l^T`` run as one GEMM ``X.[A_1; A_2; ...]^T``, their frozen
+    ``Y0 = X.W0_l^T`` as one GEMM ``X.[W0_1; W0_2; ...]^T`` and their ``dA_l = dH_l^T.X`` as one GEMM
+    ``[dH_1, dH_2, ...]^T.X``, split back per layer. Exact: the integers of each layer equal its
     unfused GEMMs' (same Xq, each layer's own Aq, dHq and requantization scale).
 
     Forward: the first member to run with a new input computes every member's Hq (current scaling, or any member
@@ -362,7 +365,7 @@ class FusionGroup:
     one ``engine.gemm_q`` with a segment per layer). Backward: each member hands its dHq to the group and
     returns no gradient for A; when every member that ran forward on that input has done so, one GEMM gives
     all dA and the group adds them to each ``lora_A.grad``. (So every member's output must take part in the loss.)
-    Engine-call names: ``"<group name>:H"``, ``"<group name>:dA"``; the per-layer requantizations keep theirs.
+    Engine-call names: ``"<group name>:H"``, ``":Y0"``, ``":dA"``; the per-layer requantizations keep theirs.
     """
 
     def __init__(self, layers, name="fused"):
@@ -383,7 +386,7 @@ class FusionGroup:
         return self.layers[0].engine
 
     def forward_h(self, layer, x, xq):
-        """(Hq, mult, shift) of ``layer`` on 2-D input ``x`` (quantized ``xq``); a new input runs the group's."""
+        """(Hq, mult, shift, Y0) of ``layer`` on 2-D input ``x`` (quantized ``xq``); a new input runs the group's."""
         key = (_tensor_key(x), tuple(lyr.lora_A._version for lyr in self.layers))
         if key != self._key or layer in self._ran:
             self._run_forward(x, xq)
@@ -397,6 +400,15 @@ class FusionGroup:
         b = torch.cat([aq.t() for aq in aqs], dim=1).contiguous()
         widths = [aq.shape[0] for aq in aqs]
         self._fwd, self._ran, self._bwd = {}, set(), {}
+        self._forward_h(eng, xq, b, widths)
+        y0 = eng.gemm(f"{self.name}:Y0", xq, torch.cat([lyr.w0q_t for lyr in self.layers], dim=1).contiguous(),
+                      "int8")
+        c0 = 0
+        for lyr in self.layers:
+            self._fwd[lyr] = self._fwd[lyr] + (y0[:, c0:c0 + lyr.out_features].contiguous(),)
+            c0 += lyr.out_features
+
+    def _forward_h(self, eng, xq, b, widths):
         if all(lyr.scaling_mode == "delayed" and lyr.amax_history["H"] for lyr in self.layers):
             params = [_requant_params_for(lyr, "H") for lyr in self.layers]
             q, amax = eng.gemm_q(f"{self.name}:H", xq, b, "int8",
