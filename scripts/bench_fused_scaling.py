@@ -139,7 +139,8 @@ def main(argv=None):
     ranks = [int(r) for r in args.ranks.split(",")]
     out = {"command": " ".join(["python", "scripts/bench_fused_scaling.py"] + list(argv or sys.argv[1:])),
            "config": config.to_dict(), "ranks": {}}
-    print(f"SD-1.5 K/V LoRA GEMMs and frozen K/V projections (32 layers) on {args.rows}x{args.cols}: cycles (program model) and host bytes")
+    print(f"SD-1.5 K/V LoRA GEMMs and frozen K/V projections (32 layers) on {args.rows}x{args.cols}: cycles "
+          f"(program model) and host bytes")
     print(f"{'rank':>4} {'variant':16} {'programs':>8} {'cycles':>10} {'vs unfused/current':>18} {'DRAM bytes':>11} "
           f"{'vs u/c':>7}")
     for r in ranks:

@@ -32,8 +32,8 @@ With ``scaling="delayed"`` the max|acc| is instead the largest of the tensor's l
 (times ``2**amax_margin``, margin 0 by default), so the multiplier is known before the GEMM: the engine call is
 ``gemm_q`` "H" / "dH" (the GEMM with requantizing STOREs, which reports this step's max|acc| from the hardware's
 amax register) instead of gemm + requant; the first step of a tensor (empty history) scales as "current".
-:class:`FusionGroup` (:func:`fuse_shared_inputs`) runs the H and dA GEMMs of layers that share an input as one
-GEMM each (engine-call names ``"fused<i>:H"`` / ``"fused<i>:dA"``), bit-exact with the unfused layers. LoRA's
+:class:`FusionGroup` (:func:`fuse_shared_inputs`) runs the H, Y0 and dA GEMMs of layers that share an input as
+one GEMM each (engine-call names ``"fused<i>:H"`` / ``":Y0"`` / ``":dA"``), bit-exact with the unfused layers. LoRA's
 ``alpha / r`` (and every other float scale) stays in the tensor's host-side scale: with a dynamic max-abs output
 scale it cancels out of the multiplier. Floats appear only at the boundary: scales (float64, deterministic),
 FP32 outputs/gradients handed back to autograd, FP32 master weights and any torch optimizer.
