@@ -13,14 +13,15 @@ from .backend import build_simtop
 __all__ = ["run_random"]
 
 
-def run_random(name, count, seed, max_len=24, shrink=True, workdir=None, extra_env=None):
+def run_random(name, count, seed, max_len=24, shrink=True, workdir=None, extra_env=None, simulator="verilator"):
     """Run ``count`` random programs (hypothesis seed ``seed``) on the RTL of random configuration ``name``;
     returns the summary dict of :func:`cdmqta.sw.rtl.tb_random.campaign` (``failure`` is None when every program
-    agreed with the emulator). Raises RuntimeError if the simulation died before it reported."""
+    agreed with the emulator). ``simulator``: "verilator" or "icarus" (four-state: an X or Z bit in any output or
+    memory word read back fails the program). Raises RuntimeError if the simulation died before it reported."""
     cfg, host_words, cmd_words = RANDOM_CONFIGS[name]
-    built, host_words, cmd_words = build_simtop(cfg, host_words, cmd_words)
+    built, host_words, cmd_words = build_simtop(cfg, host_words, cmd_words, simulator=simulator)
     workdir = workdir or tempfile.mkdtemp(prefix="cdmqta-rand-")
-    out = os.path.join(workdir, f"random-{name}-{seed}.json")
+    out = os.path.join(workdir, f"random-{name}-{seed}-{simulator}.json")
     env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
            "RANDPROG_COUNT": count, "RANDPROG_SEED": seed, "RANDPROG_MAX_LEN": max_len,
            "RANDPROG_SHRINK": int(shrink), "RESULTS_JSON": out, **(extra_env or {})}
@@ -31,5 +32,5 @@ def run_random(name, count, seed, max_len=24, shrink=True, workdir=None, extra_e
             raise RuntimeError(f"random-program simulation of {name} failed: {exc}") from None
     with open(out) as f:
         summary = json.load(f)
-    summary["name"] = name
+    summary["name"], summary["simulator"] = name, simulator
     return summary

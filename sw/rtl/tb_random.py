@@ -15,12 +15,14 @@ Environment: CDMQTA_CONFIG, HOST_WORDS, CMD_WORDS, RANDPROG_COUNT, RANDPROG_SEED
 RANDPROG_SHRINK (0: report the first failure unshrunk), RESULTS_JSON.
 """
 
+import hashlib
 import json
 import os
 import time
 from collections import Counter
 
 import cocotb
+import numpy as np
 from cocotb.task import bridge, resume
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
@@ -44,7 +46,7 @@ from cdmqta.sw.runtime.randprog import (
 
 from .driver import AccelDriver
 
-__all__ = ["random_programs", "campaign", "RtlState", "HypothesisChooser"]
+__all__ = ["random_programs", "campaign", "RtlState", "HypothesisChooser", "state_digest"]
 
 
 class HypothesisChooser:
@@ -72,23 +74,52 @@ class RtlState:
         nb = len(banks)
         return [(banks[r % nb], r // nb) for r in range(rows)]
 
-    async def run(self, program, images):
-        cfg, drv = self.cfg, self.drv
+    async def poison(self, images):
+        """Write the memory images (host, scratchpad, accumulator) into the model (VPI, no clock edge)."""
+        cfg = self.cfg
         host, sp, acc = images
-        await drv.reset(cycles=2)
-        drv.write_words(0, image_words(host))
+        self.drv.write_words(0, image_words(host))
         for (bank, i), w in zip(self._rows(self.sp_banks, cfg.sp_rows), sp_words(sp)):
             bank[i].value = w
         for (bank, i), w in zip(self._rows(self.acc_banks, cfg.acc_rows), acc_words(acc, cfg.acc_width)):
             bank[i].value = w
+
+    def _ints(self, handles, what):
+        out = []
+        for i, h in enumerate(handles):
+            v = h.value
+            if not v.is_resolvable:
+                raise AssertionError(f"{what} {i} has X/Z bits: {v}")
+            out.append(int(v))
+        return out
+
+    def read_state(self):
+        """The whole observable state; an X or Z bit anywhere (four-state simulators) is an AssertionError."""
+        cfg, dut = self.cfg, self.dut
+        res = {}
+        for name in ("done", "status", "error_index", "macs", "busy_cycles"):
+            res[name] = self._ints([getattr(dut, name)], name)[0]
+        res["host"] = words_image(self._ints([dut.host_mem[i] for i in range(self.host_words)], "host word"),
+                                  4 * cfg.lanes)
+        res["sp"] = words_sp(self._ints([b[i] for b, i in self._rows(self.sp_banks, cfg.sp_rows)], "scratchpad row"),
+                             cfg.lanes)
+        res["acc"] = words_acc(self._ints([b[i] for b, i in self._rows(self.acc_banks, cfg.acc_rows)],
+                                          "accumulator row"), cfg.cols, cfg.acc_width)
+        return res
+
+    async def run(self, program, images, reset=True):
+        """Reset (unless ``reset=False``), poison with ``images``, run ``program`` under the watchdog, read the
+        whole state back: {"status", "error_index", "macs", "host", "sp", "acc", ...} or {"hang": message}."""
+        cfg, drv = self.cfg, self.drv
+        if reset:
+            await drv.reset(cycles=2)
+        await self.poison(images)
         try:
             res = await drv.run(program, timeout_cycles=timeout_cycles(cfg, program))
         except TimeoutError as exc:
             return {"hang": str(exc)}
-        res["host"] = words_image(drv.read_words(0, self.host_words), 4 * cfg.lanes)
-        res["sp"] = words_sp([int(b[i].value) for b, i in self._rows(self.sp_banks, cfg.sp_rows)], cfg.lanes)
-        res["acc"] = words_acc([int(b[i].value) for b, i in self._rows(self.acc_banks, cfg.acc_rows)], cfg.cols,
-                               cfg.acc_width)
+        state = self.read_state()
+        res.update({k: state[k] for k in ("host", "sp", "acc")})
         return res
 
 
@@ -96,6 +127,7 @@ def campaign(rtl, cfg, count, seed, max_len, shrink=True):
     """Run ``count`` hypothesis-generated programs on ``rtl`` (an :class:`RtlState`); return the summary dict."""
     run_blocking = resume(rtl.run)
     stats = {"programs": 0, "commands": 0, "statuses": Counter(), "bins": Counter(), "failing_runs": 0}
+    digests = []        # per program, for a simulator-against-simulator comparison (small runs only)
     last_fail = {}
     t0 = time.perf_counter()
 
@@ -117,6 +149,8 @@ def campaign(rtl, cfg, count, seed, max_len, shrink=True):
         stats["programs"] += 1
         stats["commands"] += len(program)
         if not diffs:
+            if count <= 500:
+                digests.append(state_digest(program, hw))
             stats["statuses"][Status(hw["status"]).name] += 1
             for b in functional_bins(program, hw["status"], hw["error_index"]):
                 stats["bins"]["|".join(map(str, b))] += 1
@@ -136,7 +170,17 @@ def campaign(rtl, cfg, count, seed, max_len, shrink=True):
             "max_len": max_len, "programs_run": stats["programs"], "commands_run": stats["commands"],
             "failing_runs": stats["failing_runs"], "statuses": dict(stats["statuses"]),
             "bins": dict(stats["bins"]), "seconds": stats["seconds"],
-            "failure": ({**last_fail, "error": error} if last_fail else None)}
+            "failure": ({**last_fail, "error": error} if last_fail else None), "digests": digests}
+
+
+def state_digest(program, hw):
+    """sha256 of a program and the state the hardware left (status, index, macs, memories)."""
+    h = hashlib.sha256()
+    h.update(repr([int(w) for w in program]).encode())
+    h.update(repr((int(hw["status"]), hw["error_index"], hw["macs"])).encode())
+    for k in ("host", "sp", "acc"):
+        h.update(np.ascontiguousarray(hw[k]).tobytes())
+    return h.hexdigest()[:16]
 
 
 @cocotb.test()
