@@ -7,8 +7,13 @@ to the execute unit (:mod:`cdmqta.hw.execute`) and the load / store units (:mod:
 * ``start`` (one-cycle pulse) begins a run of ``n_cmds`` commands taken in order from the ``cmd`` stream
   (valid/ready, 128-bit payload, one command per cycle at most). It clears ``status``, ``error_index`` and the
   performance counters; ``done`` is low from the cycle after ``start`` until the run has finished, then high
-  until the next ``start``. CONFIG state (precision, rounding, shift, mult, seed, amax_slot) persists across runs,
-  like the ISA emulator's.
+  until the next ``start``. A ``start`` while a run is in progress is ignored (the run goes on undisturbed);
+  ``n_cmds = 0`` finishes at once (``done`` two cycles after ``start``, status OK, counters zero but
+  ``busy_cycles``); reset (``rst``) aborts a run: every unit, queue and the scoreboard return to idle, ``done`` is
+  low until the next run finishes, CONFIG state returns to its reset values (INT8, nearest-even, shift 0,
+  mult 0, seed 0, amax_slot 0) and WS weights become invalid; rows already written stay written, and nothing more
+  is written after reset. CONFIG state (precision, rounding, shift, mult, seed, amax_slot) persists across runs, like the
+  ISA emulator's.
 * Decode uses views built from :data:`cdmqta.hw.isa.FIELDS` (:func:`command_layout`). Checks happen in the
   order of :mod:`cdmqta.sw.runtime.emulator` (BAD_OPCODE, BAD_FIELD, NOT_BUILT, ZERO_SIZE, TILE_TOO_LARGE, ADDR_RANGE),
   plus one rule of this hardware: a WS COMPUTE needs weights, i.e. a PRELOAD earlier in the program with no OS
@@ -164,7 +169,7 @@ class Controller(wiring.Component):
                 m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
             with m.If(all_idle & ~cur_valid & (stop | (fetched == self.n_cmds))):
                 m.d.sync += [running.eq(0), self.done.eq(1)]
-        with m.If(self.start):
+        with m.If(self.start & ~running):     # a start while a run is in progress is ignored
             m.d.sync += [running.eq(1), stop.eq(0), fetched.eq(0), cur_valid.eq(0), self.done.eq(0),
                          self.status.eq(0), self.error_index.eq(0), self.busy_cycles.eq(0), self.macs.eq(0),
                          self.stall_cycles.eq(0), self.compute_cycles.eq(0)]

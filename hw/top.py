@@ -26,10 +26,12 @@ inside, both plain ``amaranth.lib.memory`` arrays that a testbench fills and rea
 :mod:`cdmqta.sw.rtl.driver`). Ports: ``start`` (pulse), ``n_cmds``, ``done``, ``status``, ``error_index`` and the
 counters, ``amax``; ``cmd_we`` / ``cmd_waddr`` / ``cmd_wdata`` write one command (tie to 0 when the memory is filled
 through VPI; the port keeps yosys from folding the memory into constants). The command feeder streams ``cmd_mem[0 ..
-n_cmds-1]`` into the Accelerator, one per cycle.
+n_cmds-1]`` into the Accelerator, one per cycle; a run longer than the command memory (``n_cmds > cmd_words``)
+gets opcode 15 for command ``cmd_words`` (:data:`PAST_END_WORD`), so it stops with BAD_OPCODE at index
+``cmd_words`` instead of wrapping around to command 0. A ``start`` while a run is in progress is ignored.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -41,7 +43,11 @@ from .execute import ExecuteUnit
 from .isa import AMAX_SLOTS, CMD_BITS
 from .memories import AccumulatorMemory, Scratchpad
 
-__all__ = ["Accelerator", "SimTop", "control_members", "amax_layout", "COUNTERS"]
+__all__ = ["Accelerator", "SimTop", "control_members", "amax_layout", "COUNTERS", "PAST_END_WORD"]
+
+#: What SimTop's command feeder delivers for a command index past its command memory: opcode 15, not an opcode
+#: (BAD_OPCODE), so a run longer than the memory stops at index ``cmd_words``.
+PAST_END_WORD = 0xF
 
 #: The 64-bit performance counters of a run (see :mod:`cdmqta.hw.controller`).
 COUNTERS = ("busy_cycles", "macs", "stall_cycles", "compute_cycles")
@@ -191,12 +197,18 @@ class SimTop(wiring.Component):
         m.d.comb += [cw.en.eq(self.cmd_we), cw.addr.eq(self.cmd_waddr), cw.data.eq(self.cmd_wdata)]
         index = Signal(32)
         out_valid = Signal()
+        past_end = Signal()     # the word on the stream comes from an index >= cmd_words
         advance = (~out_valid | acc.cmd.ready) & (index < self.n_cmds)
-        m.d.comb += [cr.addr.eq(index), cr.en.eq(advance), acc.cmd.valid.eq(out_valid), acc.cmd.payload.eq(cr.data)]
+        m.d.comb += [cr.addr.eq(index), cr.en.eq(advance), acc.cmd.valid.eq(out_valid),
+                     acc.cmd.payload.eq(Mux(past_end, PAST_END_WORD, cr.data))]
         with m.If(advance):
-            m.d.sync += [index.eq(index + 1), out_valid.eq(1)]
+            m.d.sync += [index.eq(index + 1), out_valid.eq(1), past_end.eq(index >= self._cmd_words)]
         with m.Elif(acc.cmd.ready):
             m.d.sync += out_valid.eq(0)
-        with m.If(self.start):
-            m.d.sync += [index.eq(0), out_valid.eq(0)]
+        # A start while a run is in progress is ignored (so does the controller): the feeder keeps its place.
+        feeding = Signal()
+        with m.If(feeding & acc.done):
+            m.d.sync += feeding.eq(0)
+        with m.If(self.start & (~feeding | acc.done)):
+            m.d.sync += [index.eq(0), out_valid.eq(0), feeding.eq(1)]
         return m

@@ -13,7 +13,7 @@ import random
 import cocotb
 import torch
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
 from cdmqta.hw.array_schedule import Tile, assemble, beat_word, gemm_tiles, schedule
 from cdmqta.sw.rtl.build import mem_read, mem_write
@@ -56,8 +56,12 @@ class TB:
         await RisingEdge(dut.clk)
         dut.start.value = 0
         await RisingEdge(dut.clk)
-        while not int(dut.done.value):
-            await RisingEdge(dut.done)
+        if not int(dut.done.value):
+            # watchdog: the stream plus fill, drain and a generous margin, or the test fails with a message
+            bound = len(sched.beats) + 4 * (R + C) + 1000
+            done = RisingEdge(dut.done)
+            if await First(done, Timer(10 * bound, unit="ns")) is not done:
+                raise AssertionError(f"watchdog: the array did not finish {len(sched.beats)} beats in {bound} cycles")
         # registers that change on the same clock edge as `done` may not be updated yet when the value-change
         # callback of `done` fires (seen on Icarus): read them one clock later
         await RisingEdge(dut.clk)

@@ -54,10 +54,11 @@ def test_accel_performance(tmp_path, accel_build, tb_dir):
     _run(accel_build, tb_dir, "8x8", testcase=["performance", "tile_timing"],
          extra={"PERF_SHAPES": json.dumps(PERF_SHAPES), "PERF_JSON": perf, "TIMING": "1", "TIMING_JSON": timing})
     rows = {r["name"]: r for r in json.loads(perf.read_text())}
-    # A GEMM of many tiles costs the ideal plus about one fill and one drain.
+    # A GEMM of many tiles costs the ideal plus about one fill and one drain: the README claims 1.011x ideal
+    # (16,571 cycles) for this hand-scheduled program; the bound is that claim at its last digit.
     big = rows["gemm_64x64x256_ws"]
     assert big["compute_cycles"] == 64 * 64 * 256 // 64
-    assert big["ratio"] < 1.10, big
+    assert big["ratio"] < 1.0115, big
     for r in rows.values():
         print(f"{r['name']:32s} {r['cycles']:7d} cycles  ideal {r['ideal']:8.0f}  ratio {r['ratio']:.3f}"
               f"  stall {r['stall_cycles']}")

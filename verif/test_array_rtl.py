@@ -31,7 +31,6 @@ def test_array_verilator(rows, cols):
 
 
 @pytest.mark.rtl
-@pytest.mark.skipif(not rtlbuild.have_icarus(), reason="iverilog/vvp not on PATH")
 @pytest.mark.parametrize("rows,cols", [(4, 4), (5, 3)], ids=["4x4", "5x3"])
-def test_array_icarus(rows, cols):
+def test_array_icarus(rows, cols, icarus):
     _run(rows, cols, "icarus", testcase="mixed_tiles")

@@ -20,10 +20,11 @@ from cdmqta.sw.runtime.hostmem import image_words, pack_rows, rows_image, unpack
 HOST_WORDS, CMD_WORDS = 64, 64
 
 
-def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=(), host_words=None):
+def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=(), host_words=None, poison=0):
     """Run ``programs`` (a list of command lists) one after another on one simulated SimTop.
 
-    host_rows: {addr: (kind, rows)} written before the first program; ``reset_words`` are zeroed before each.
+    host_rows: {addr: (kind, rows)} written before the first program; ``reset_words`` are set to ``poison`` before
+    each. A run that does not finish within ``max_cycles`` fails (watchdog).
     Returns one dict per program: status, index, host words, counters.
     """
     host_words = host_words or HOST_WORDS
@@ -36,7 +37,7 @@ def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=(), host_word
                 ctx.set(dut.host_mem.data[addr + i], w)
         for program in programs:
             for a in reset_words:
-                ctx.set(dut.host_mem.data[a], 0)
+                ctx.set(dut.host_mem.data[a], poison)
             for i, w in enumerate(program):
                 ctx.set(dut.cmd_mem.data[i], w)
             ctx.set(dut.n_cmds, len(program))
@@ -49,7 +50,7 @@ def run_sim(cfg, host_rows, programs, max_cycles=4000, reset_words=(), host_word
                     break
                 await ctx.tick()
             else:
-                raise AssertionError("done never rose")
+                raise AssertionError(f"watchdog: done did not rise within {max_cycles} cycles")
             results.append({
                 "status": Status(ctx.get(dut.status)), "index": ctx.get(dut.error_index),
                 "host": [ctx.get(dut.host_mem.data[i]) for i in range(host_words)],
@@ -139,18 +140,27 @@ BAD = [
 
 
 def test_status_and_stop():
-    """Each bad command stops its program: status, index, and the STORE after it never runs."""
-    host = {0: ("int8", np.ones((1, CFG.lanes), np.int64))}
-    store = encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=1, cols=1, host_addr=40, host_stride=1)
-    load = encode(Op.LOAD, sp_addr=0, rows=1, host_addr=0, host_stride=1)
+    """Each bad command stops its program: status, index, and the STORE after it never runs (its host word keeps
+    the poison); the same programs on the emulator agree."""
+    host = {0: ("int8", np.arange(1, CFG.lanes + 1)[None, :])}
+    poison = 0x5A5A5A5A_A5A5A5A5_5A5A5A5A
+    # The LOAD puts host word 0 in accumulator row 0, which the STORE writes to word 40: a STORE that runs
+    # replaces the poison with row 0 (non-zero), so a STORE that should not have run is seen.
+    store = encode(Op.STORE, out=OutFormat.INT32, acc_addr=0, rows=1, cols=CFG.cols, host_addr=40, host_stride=1)
+    load = encode(Op.LOAD, to_acc=1, sp_addr=0, rows=1, host_addr=0, host_stride=1)
     programs = [[load, bad, store] for bad, _ in BAD] + [[load, store]]
-    results = run_sim(CFG, host, programs, reset_words=(40,))
-    for n, ((_bad, status), got) in enumerate(zip(BAD, results)):
+    results = run_sim(CFG, host, programs, reset_words=(40,), poison=poison)
+    for n, ((_bad, status), got, prog) in enumerate(zip(BAD, results, programs)):
         assert got["status"] == status, f"case {n}: {got['status'].name} != {status.name}"
         assert got["index"] == 1, f"case {n}"
-        assert got["host"][40] == 0, f"case {n}: the command after the error ran"
-    # The next run after an error starts clean and runs to the end.
-    assert results[-1]["status"] == Status.OK and results[-1]["host"][40] == 0
+        assert got["host"][40] == poison, f"case {n}: the command after the error ran"
+        em_status, em_index, _, _ = emulate(CFG, host, prog)
+        assert (em_status, em_index) == (status, 1), f"case {n}: emulator {em_status.name} at {em_index}"
+    # The next run after an error starts clean and runs to the end: the STORE writes row 0 over the poison.
+    row0 = pack_rows(np.arange(1, CFG.lanes + 1)[None, :], "int8", CFG.lanes)[0]
+    expect = sum(((row0 >> (32 * j)) & 0xFFFFFFFF) << (32 * j) for j in range(CFG.cols))
+    assert results[-1]["status"] == Status.OK and results[-1]["host"][40] == expect != poison
+    assert emulate(CFG, host, programs[-1])[2][40] == expect
 
 
 def test_not_built():

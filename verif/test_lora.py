@@ -106,17 +106,19 @@ def _grads(quant, rounding="nearest", engine=None):
     return y.detach(), [p.grad.clone() for p in params], x.grad.clone()
 
 
-@pytest.mark.parametrize("quant,rounding,bound", [
-    ("int8", "nearest", 0.998), ("int8", "stochastic", 0.997), ("int8-w4", "nearest", 0.97)])
-def test_quantized_gradients_close_to_fp32(quant, rounding, bound):
+#: The README's claims (Results, "Quantized LoRA fine-tuning quality"): cosine similarity to fp32 of every A/B
+#: gradient (``grad``) and of the output and the input gradient (``out``).
+@pytest.mark.parametrize("quant,rounding,grad,out", [
+    ("int8", "nearest", 0.9993, 0.9999), ("int8", "stochastic", 0.9993, 0.9999), ("int8-w4", "nearest", 0.982, 0.9995)])
+def test_quantized_gradients_close_to_fp32(quant, rounding, grad, out):
     y_f, g_f, dx_f = _grads("fp32")
     y_q, g_q, dx_q = _grads(quant, rounding)
     sims = [_cos(a, b) for a, b in zip(g_f, g_q)]
     print(f"\n{quant}/{rounding}: y cos {_cos(y_f, y_q):.5f}, dX cos {_cos(dx_f, dx_q):.5f}, "
           f"A/B grad cos min {min(sims):.5f} mean {sum(sims) / len(sims):.5f}")
-    assert _cos(y_f, y_q) > bound
-    assert _cos(dx_f, dx_q) > bound
-    assert min(sims) > bound, sims
+    assert _cos(y_f, y_q) >= out
+    assert _cos(dx_f, dx_q) >= out
+    assert min(sims) >= grad, sims
 
 
 def test_engine_calls_and_determinism():

@@ -107,14 +107,18 @@ class RtlBackend(TiledEngine):
 # Building and running from plain Python
 # ----------------------------------------------------------------------------------------------------------------
 
-def build_simtop(config, host_words=None, cmd_words=None, progress=None):
-    """Verilator model of ``SimTop(config)`` (cached, see :func:`cdmqta.sw.rtl.build.build`, which tells
-    ``progress`` about its steps); returns (Build, host_words, cmd_words)."""
+def build_simtop(config, host_words=None, cmd_words=None, progress=None, simulator="verilator"):
+    """Verilator (or Icarus) model of ``SimTop(config)`` (cached, see :func:`cdmqta.sw.rtl.build.build`, which
+    tells ``progress`` about its steps); returns (Build, host_words, cmd_words)."""
     hw_, cw = sim_sizes(config)
     host_words, cmd_words = host_words or hw_, cmd_words or cw
     key = f"SimTop|{config.to_json()}|{host_words}|{cmd_words}"
+    # Icarus: Verilog-2005 semantics (-g2005 after cocotb's -g2012). Under -g2012 a declaration initializer runs
+    # before time 0 and raises no event, so yosys' `always @*` blocks whose inputs never change (e.g. the execute
+    # unit's accumulator write-back mux while idle) are never evaluated and stay X: `done` never rises.
+    args = ["-g2005"] if simulator == "icarus" else None
     built = rtlbuild.build(lambda: SimTop(config, host_words=host_words, cmd_words=cmd_words), "simtop",
-                           design_key=key, progress=progress)
+                           simulator=simulator, build_args=args, design_key=key, progress=progress)
     return built, host_words, cmd_words
 
 

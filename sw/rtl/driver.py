@@ -15,7 +15,7 @@ Host word formats: :mod:`cdmqta.sw.runtime.hostmem` (``int8``, ``int32``, ``raw`
 """
 
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 
 from cdmqta.hw.isa import AMAX_SLOTS, Status
 from cdmqta.sw.runtime.hostmem import pack_rows, unpack_words
@@ -111,6 +111,9 @@ class AccelDriver:
         await RisingEdge(dut.clk)
         if timeout_cycles is None:
             timeout_cycles = 1000 + 100 * len(program) + 4 * self.host_words + 70000
+        # Read ``done`` once the time step has settled: right after a clock edge a four-state simulator (Icarus)
+        # may still show the old value, and a RisingEdge(done) awaited after the edge it happened on never fires.
+        await ReadOnly()
         if not int(dut.done.value):
             done = RisingEdge(dut.done)
             res = await First(done, Timer(timeout_cycles * self.clock_ns, unit="ns"))
