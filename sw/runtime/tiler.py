@@ -25,7 +25,6 @@ Host-memory layout (word addresses; ``S = ceil(K / pack)`` rows of K, pack = 2 i
 - result: column block ``nb`` (``cols`` wide) is ``Mp`` consecutive words, INT32 lanes or one byte per lane.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from cdmqta.errors import InputError
 from cdmqta.hw.isa import MULT_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Rounding, encode, pack_k
 from cdmqta.sw.perf.program import program_cycles
+from cdmqta.sw.perf.schedule import belady as _belady
 
 __all__ = [
     "Epilogue",
@@ -206,40 +206,6 @@ class Plan:
 # ----------------------------------------------------------------------------------------------------------------
 # Scratchpad residency (Belady) and program emission
 # ----------------------------------------------------------------------------------------------------------------
-
-def _belady(seq, nslots):
-    """Slots for a sequence of tile keys (None = no access): returns [(slot, needs_load)] per position.
-
-    Evicts the resident tile used farthest in the future, never the tile of the previous step (it may still be
-    computing while the next step's tiles are prefetched)."""
-    nxt = [math.inf] * len(seq)
-    last = {}
-    for pos in range(len(seq) - 1, -1, -1):
-        key = seq[pos]
-        if key is not None:
-            nxt[pos] = last.get(key, math.inf)
-            last[key] = pos
-    where, next_use, free, out = {}, {}, list(range(nslots - 1, -1, -1)), []
-    prev = None
-    for pos, key in enumerate(seq):
-        if key is None:
-            out.append(None)
-            continue
-        if key in where:
-            out.append((where[key], False))
-        else:
-            if free:
-                slot = free.pop()
-            else:
-                victims = [k for k in where if k != prev] or list(where)
-                victim = max(victims, key=lambda k: next_use[k])
-                slot = where.pop(victim)
-            where[key] = slot
-            out.append((slot, True))
-        next_use[key] = nxt[pos]
-        prev = key
-    return out
-
 
 class _Emitter:
     """Collects commands and inserts FENCEs where a command would race an earlier one of another unit."""
