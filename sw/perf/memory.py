@@ -73,23 +73,29 @@ class Memory:
             return lim
         return self.bandwidth if lim is None else min(self.bandwidth, lim)
 
-    def transfer_cycles(self, rows, nbytes, start=0, other_end=0, other_rate=0.0, read=True):
-        """Cycles a unit needs to move ``rows`` rows of ``nbytes`` bytes in all, starting at cycle ``start``, while
-        the other unit's transfer (the store's for a load and vice versa) uses ``other_rate`` bytes/cycle of the bus
-        until ``other_end``: at most one row per cycle (the port), at most what the bus has left (the transfer that
-        started first keeps its rate), no faster than the (read) bandwidth. The ideal memory: ``rows``."""
+    def transfer(self, rows, nbytes, start=0, other_end=0, other_rate=0.0, read=True):
+        """(cycles, bytes/cycle at its end) of a unit moving ``rows`` rows of ``nbytes`` bytes in all from cycle
+        ``start`` while the other unit's transfer (the store's for a load and vice versa) uses ``other_rate``
+        bytes/cycle of the bus until ``other_end``: at most one row per cycle (the port), at most what the bus has
+        left (the transfer that started first keeps its rate), no faster than the (read) bandwidth. The rate
+        returned is the one of its last stretch (never below what it uses at any time after it started, so a
+        transfer that starts later never gets more than the bus has). The ideal memory: ``rows`` cycles."""
         bw = self.read_bandwidth if read else self.bandwidth
         if bw is None or rows == 0:
-            return rows
+            return rows, 0.0
         port = nbytes / rows
         full = min(port, bw)
         t1 = other_end - start if other_end > start else 0
         r1 = min(port, max(0.0, bw - other_rate)) if t1 else full
         if r1 * t1 >= nbytes:
-            d = nbytes / r1
+            d, rate = nbytes / r1, r1
         else:
-            d = t1 + (nbytes - r1 * t1) / full
-        return max(rows, math.ceil(d - 1e-9))
+            d, rate = t1 + (nbytes - r1 * t1) / full, full
+        return max(rows, math.ceil(d - 1e-9)), rate
+
+    def transfer_cycles(self, rows, nbytes, read=True):
+        """Cycles of a transfer alone on the bus (see :meth:`transfer`)."""
+        return self.transfer(rows, nbytes, read=read)[0]
 
 
 IDEAL = Memory()

@@ -109,7 +109,7 @@ def program_cycles(program, config, state=(), skip_quiet=True, memory=None):
     ``memory`` (a :class:`cdmqta.sw.perf.memory.Memory`; None = ``Memory()``, the ideal memory of today's RTL, the
     validated case): with a bandwidth B, LOADs and STOREs share a bus of B bytes/cycle (a transfer of r rows
     takes at least r cycles and gets what the other unit's running transfer leaves of B:
-    :meth:`~cdmqta.sw.perf.memory.Memory.transfer_cycles`; a LOAD and a STORE accepted in the same cycle: the
+    :meth:`~cdmqta.sw.perf.memory.Memory.transfer`; a LOAD and a STORE accepted in the same cycle: the
     LOAD first), and a LOAD's data arrive ``memory.latency`` cycles later (its completion is visible that much
     later; the load unit takes the next LOAD without waiting)."""
     program = list(program)
@@ -352,8 +352,8 @@ def _run(info, deps, lat, config, skip_quiet, memory=IDEAL):
             rows = info[i][4]["rows"]
             if real:
                 nbytes = rows * load_row_bytes(config, info[i][2])
-                rows = memory.transfer_cycles(rows, nbytes, c, *st_x, read=True)
-                ld_x = (c + rows, nbytes / rows)
+                rows, rate = memory.transfer(rows, nbytes, c, *st_x, read=True)
+                ld_x = (c + rows, rate)
             if info[i][2]:
                 load_free = c + rows + LOAD_BUSY + 1 + LOAD_ACC_EXTRA
             else:
@@ -366,8 +366,8 @@ def _run(info, deps, lat, config, skip_quiet, memory=IDEAL):
             if real:
                 nbytes = rows * store_row_bytes(f.get("out", 0), f.get("cols", config.cols))
                 # a LOAD accepted in the same cycle came first (it is already in ld_x)
-                rows = memory.transfer_cycles(rows, nbytes, c, *ld_x, read=False)
-                st_x = (c + rows, nbytes / rows)
+                rows, rate = memory.transfer(rows, nbytes, c, *ld_x, read=False)
+                st_x = (c + rows, rate)
             store_free = c + rows + 1
             when("sr", i, c + rows + 2)
             store_idle = c + rows + STORE_IDLE

@@ -17,6 +17,7 @@ from :func:`cdmqta.sw.perf.analytic.sequence_cycles`). It stands in for the cycl
 """
 
 import bisect
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from cdmqta.hw.config import chain_lanes
 from .analytic import ArrayTiming, tile_costs
 from .memory import COMMAND_BYTES, IDEAL, load_row_bytes, store_row_bytes
 
-__all__ = ["belady", "Mapping", "Schedule", "gemm_schedule", "schedule_cycles", "schedule_bytes"]
+__all__ = ["belady", "Mapping", "Schedule", "gemm_schedule", "schedule_cycles", "schedule_bytes", "tile_groups",
+           "group_size"]
 
 
 def _ceil(a, b):
@@ -44,8 +46,10 @@ def belady(seq, nslots):
         if key is not None:
             nxt[pos] = last.get(key, math.inf)
             last[key] = pos
-    where, next_use, free, out = {}, {}, list(range(nslots - 1, -1, -1)), []
+    # resident tiles in a heap by (-next use, insertion order): the first of the farthest, as max() over the dict
+    where, next_use, order, free, out, heap = {}, {}, {}, list(range(nslots - 1, -1, -1)), [], []
     prev = None
+    counter = 0
     for pos, key in enumerate(seq):
         if key is None:
             out.append(None)
@@ -56,14 +60,50 @@ def belady(seq, nslots):
             if free:
                 slot = free.pop()
             else:
-                victims = [k for k in where if k != prev] or list(where)
-                victim = max(victims, key=lambda k: next_use[k])
-                slot = where.pop(victim)
+                held = None
+                while True:
+                    nu, o, k = heapq.heappop(heap)
+                    if k not in where or order[k] != o or next_use[k] != -nu:
+                        continue                    # stale entry
+                    if k == prev and len(where) > 1:
+                        held = (nu, o, k)
+                        continue
+                    break
+                if held is not None:
+                    heapq.heappush(heap, held)
+                slot = where.pop(k)
             where[key] = slot
+            order[key] = counter
+            counter += 1
             out.append((slot, True))
         next_use[key] = nxt[pos]
+        heapq.heappush(heap, (-nxt[pos], order[key], key))
         prev = key
     return out
+
+
+def tile_groups(mc_count, nb_count, order):
+    """The output tiles (M block, N block) in loop order, as groups whose K steps interleave: order ``m`` (M outer)
+    and ``n`` (N outer) are groups of one tile (its K steps back to back); ``gG``: M outer, then groups of G N
+    blocks, K inside the group (the A tile of a K step serves G tiles in a row); ``hG``: N outer, groups of G M
+    blocks (the B tile serves G tiles in a row). A group's tiles hold accumulator slots at once."""
+    if order == "m":
+        return [[(mc, nb)] for mc in range(mc_count) for nb in range(nb_count)]
+    if order == "n":
+        return [[(mc, nb)] for nb in range(nb_count) for mc in range(mc_count)]
+    g = int(order[1:]) if len(order) > 1 and order[1:].isdigit() else 0
+    if order[0] == "g" and g >= 1:
+        return [[(mc, nb) for nb in range(n0, min(n0 + g, nb_count))]
+                for mc in range(mc_count) for n0 in range(0, nb_count, g)]
+    if order[0] == "h" and g >= 1:
+        return [[(mc, nb) for mc in range(m0, min(m0 + g, mc_count))]
+                for nb in range(nb_count) for m0 in range(0, mc_count, g)]
+    raise ValueError(f"order={order!r} must be m, n, g<G> or h<G>")
+
+
+def group_size(order):
+    """Tiles per group of a loop order (1 for m / n)."""
+    return 1 if order in ("m", "n") else int(order[1:])
 
 
 @dataclass(frozen=True)
@@ -105,28 +145,27 @@ def gemm_schedule(m, n, k, mapping, config, pack=1):
         kb_count, mt = _ceil(kp, kt), chunk
         mc_count = _ceil(mp, mt)
         acc_tile = mt
-        outs = [(mc, nb) for mc in range(mc_count) for nb in range(nb_count)] if order == "m" else \
-               [(mc, nb) for nb in range(nb_count) for mc in range(mc_count)]
-        for mc, nb in outs:
-            mm = min(mt, mp - mc * mt)
-            nn = min(C, np_ - nb * C)
+        for grp in tile_groups(mc_count, nb_count, order):
             for kb in range(kb_count):
                 k_el = min(kt, kp - kb * kt)
-                steps.append((mm, nn, k_el, (mc, kb), mm, (kb, nb), _ceil(k_el, pack), kb == 0, kb == kb_count - 1))
+                for mc, nb in grp:
+                    mm = min(mt, mp - mc * mt)
+                    nn = min(C, np_ - nb * C)
+                    steps.append((mm, nn, k_el, (mc, kb), mm, (kb, nb), _ceil(k_el, pack), kb == 0,
+                                  kb == kb_count - 1, (mc, nb)))
     else:
         kc = chunk
         kc_count = _ceil(kp, kc)
         mb_count = _ceil(mp, R)
         acc_tile = R
-        outs = [(mb, nb) for mb in range(mb_count) for nb in range(nb_count)] if order == "m" else \
-               [(mb, nb) for nb in range(nb_count) for mb in range(mb_count)]
-        for mb, nb in outs:
-            mm = min(R, mp - mb * R)
-            nn = min(C, np_ - nb * C)
+        for grp in tile_groups(mb_count, nb_count, order):
             for c in range(kc_count):
                 k_el = min(kc, kp - c * kc)
                 rows = _ceil(k_el, pack)
-                steps.append((mm, nn, k_el, (mb, c), rows, (nb, c), rows, c == 0, c == kc_count - 1))
+                for mb, nb in grp:
+                    mm = min(R, mp - mb * R)
+                    nn = min(C, np_ - nb * C)
+                    steps.append((mm, nn, k_el, (mb, c), rows, (nb, c), rows, c == 0, c == kc_count - 1, (mb, nb)))
     a_tile = max(s[4] for s in steps)
     b_tile = max(s[6] for s in steps)
     a_keys = {s[3] for s in steps}
@@ -146,17 +185,19 @@ def gemm_schedule(m, n, k, mapping, config, pack=1):
     if a_slots < 1 or b_slots < 1:
         return None
     acc_slots = config.acc_rows // acc_tile
-    if acc_slots < 1:
+    if acc_slots < group_size(order):
         return None
     a_res = belady([s[3] for s in steps], a_slots)
     b_res = belady([s[5] for s in steps], b_slots)
     out = []
     acc_slot = -1
+    slot_of = {}
     for i, s in enumerate(steps):
         if s[7]:
             acc_slot = (acc_slot + 1) % acc_slots
+            slot_of[s[9]] = acc_slot
         out.append((ws, s[0], s[1], s[2], s[4], s[6], a_res[i][0], b_res[i][0], a_res[i][1], b_res[i][1], s[7], s[8],
-                    acc_slot))
+                    slot_of[s[9]]))
     return Schedule(mapping, out, a_tile, b_tile, a_cap, acc_tile, acc_slots, resident, mp, np_, kp)
 
 
@@ -183,15 +224,18 @@ _ACC_EXTRA = 2      # ... into the accumulator
 _STORE_IDLE = 7     # a STORE accepted at c: its unit idle at c + transfer + 7
 
 
-def schedule_cycles(sched, config, memory=None, timing=None, out_format=0, detail=False, passes=6):
+def schedule_cycles(sched, config, memory=None, timing=None, out_format=0, detail=False, passes=None):
     """Busy cycles of the tiler's program for ``sched`` (fast model, see the module docstring). ``out_format``: the
     STOREs' OutFormat (0 = INT32). ``detail``: return a dict with the cycles and the units' busy times too.
 
-    With a bandwidth the pass runs up to ``passes`` times: a transfer's share of the bus depends on the other unit's
-    transfer running when it starts (:meth:`~cdmqta.sw.perf.memory.Memory.transfer_cycles`), which one pass in
+    With a bandwidth the pass runs up to ``passes`` times (default: until it repeats, at most 40 times and about
+    200,000 steps): a transfer's share of the bus depends on the other unit's
+    transfer running when it starts (:meth:`~cdmqta.sw.perf.memory.Memory.transfer`), which one pass in
     program order does not know yet (loads run ahead of stores), so each pass uses the intervals of the last."""
     memory = IDEAL if memory is None else memory
     prev = None
+    if passes is None:      # until nothing changes, within about 200,000 steps of work
+        passes = max(6, min(40, 200_000 // max(1, len(sched.steps))))
     for _ in range(1 if memory.ideal else passes):
         res = _pass(sched, config, memory, timing, out_format, prev)
         if prev is not None and res["intervals"] == prev:
@@ -202,13 +246,15 @@ def schedule_cycles(sched, config, memory=None, timing=None, out_format=0, detai
     return res["cycles"]
 
 
-def _running(cur, prev, t):
-    """(end, rate) of the transfer running at cycle t: from this pass's intervals ``cur`` [(starts), (ends), (rates)]
-    (sorted by start) where they reach t, else from the last pass's ``prev`` beyond them."""
+def _running(cur, prev, t, since=None):
+    """(end, rate) of the transfer running at cycle t (started at ``since`` or before, default t): from this pass's
+    intervals ``cur`` [(starts), (ends), (rates)] (sorted by start) where they reach t, else from the last pass's
+    ``prev`` beyond them."""
+    since = t if since is None else since
     for iv, lo in ((cur, 0), (prev, len(cur[0]))):
         if iv is None or len(iv[0]) <= lo:
             continue
-        j = bisect.bisect_right(iv[0], t, lo) - 1
+        j = bisect.bisect_right(iv[0], since, lo) - 1
         if j >= lo and iv[1][j] > t:
             return (iv[1][j], iv[2][j])
         if iv is cur and j == len(cur[0]) - 1 and (prev is None or len(prev[0]) <= lo):
@@ -243,7 +289,7 @@ def _pass(sched, config, memory, timing, out_format, prev):
     store_sr = {}                   # acc slot -> time the last STORE of that slot has read its rows
     cd_acc = {}                     # acc slot -> completion of the last COMPUTE into it
     w_end = 0                       # end of the previous tile's window
-    busy_ld = busy_st = 0
+    busy_ld = busy_st = bus_bytes = 0
 
     def dispatch(q, extra=0):
         nonlocal disp
@@ -258,17 +304,18 @@ def _pass(sched, config, memory, timing, out_format, prev):
         return head
 
     def do_load(side, rows, slot):
-        nonlocal load_free, busy_ld
+        nonlocal load_free, busy_ld, bus_bytes
         lim = done_ld[-NT] if len(done_ld) >= NT else 0
         head = dispatch("load", lim)
         a = max(head, load_free, last_read_slot.get((side, slot), 0))
         x = rows
         if real:
             nbytes = rows * sp_rb
-            x = memory.transfer_cycles(rows, nbytes, a, *_running(st_iv, prev_st, a), read=True)
-            for lst, v in zip(ld_iv, (a, a + x, nbytes / x)):
+            x, rate = memory.transfer(rows, nbytes, a, *_running(st_iv, prev_st, a, a - 1), read=True)
+            for lst, v in zip(ld_iv, (a, a + x, rate)):
                 lst.append(v)
         busy_ld += x
+        bus_bytes += rows * sp_rb
         load_free = a + x + _LOAD_BUSY
         done = load_free + mlat
         q_acc["load"].append(a)
@@ -315,14 +362,17 @@ def _pass(sched, config, memory, timing, out_format, prev):
                         store_sr.get(acc_slot, 0) + 1 if fst else 0)
             q_acc["exec"].append(start - 1)
         w_end = start + costs[i]
-        xr = w_end + 1
+        # a WS tile's beats open its window (after an OS tile's drain they close it); the rest of the window is
+        # the next tile's preload, which does not delay this tile's results
+        c_end = w_end if (not ws or (i and not steps[i - 1][0])) else start + min(costs[i], mm)
+        xr = c_end + 1
         if ws:
             xr_ex.append(start + 1)
         xr_ex.append(xr)
         last_read_slot[("a", sa)] = xr
         last_read_slot[("b", sb)] = start + 1 if ws else xr       # WS: the PRELOAD reads B before the window
         drain = 0 if ws else _ceil(mm, S) + 1
-        cd = w_end + drain + lat + 4 + (tail if (i == n - 1 and not ws) else 0) - (drain if i == n - 1 else 0)
+        cd = c_end + drain + lat + 4 + (tail if (i == n - 1 and not ws) else 0) - (drain if i == n - 1 else 0)
         cd_c.append(cd)
         cd_acc[acc_slot] = cd
         if last:
@@ -333,10 +383,11 @@ def _pass(sched, config, memory, timing, out_format, prev):
             if real:
                 nbytes = mm * store_row_bytes(out_format, nn)
                 # a LOAD accepted in the same cycle goes first
-                x = memory.transfer_cycles(mm, nbytes, a, *_running(ld_iv, prev_ld, a + 1), read=False)
-                for lst, v in zip(st_iv, (a, a + x, nbytes / x)):
+                x, rate = memory.transfer(mm, nbytes, a, *_running(ld_iv, prev_ld, a, a), read=False)
+                for lst, v in zip(st_iv, (a, a + x, rate)):
                     lst.append(v)
             busy_st += x
+            bus_bytes += mm * store_row_bytes(out_format, nn)
             store_free = a + x + 1
             store_sr[acc_slot] = a + x + 2
             q_acc["store"].append(a)
@@ -345,5 +396,8 @@ def _pass(sched, config, memory, timing, out_format, prev):
         if late:
             loads(i + 1)
     end = max(end, cd_c[-1], load_free + mlat)
+    if real and memory.bandwidth:
+        # never faster than the bus: the first LOAD is accepted at cycle 4, the last STORE's unit idles 7 later
+        end = max(end, 4 + math.ceil(bus_bytes / memory.bandwidth) + _STORE_IDLE - 1)
     return {"cycles": end + 1, "load_busy": busy_ld, "store_busy": busy_st, "exec_cycles": first + sum(costs),
             "intervals": (ld_iv, st_iv)}
