@@ -51,7 +51,7 @@ from functools import lru_cache
 
 from cdmqta.hw.config import chain_lanes
 
-__all__ = ["ArrayTiming", "Tiling", "GemmCost", "DESIGNS", "DATAFLOWS", "ideal_cycles", "sequence_cycles",
+__all__ = ["ArrayTiming", "Tiling", "GemmCost", "DESIGNS", "DATAFLOWS", "ideal_cycles", "sequence_cycles", "tile_costs",
            "gemm_tiles", "dram_bytes", "dataflow_cost", "gemm_cost", "fixed_ws_cycles", "tiling_for"]
 
 DESIGNS = ("ours", "ws_overlap", "fixed_ws")
@@ -126,13 +126,19 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
     tiles = list(tiles)
     if not tiles:
         return 0
+    first, costs, tail = tile_costs(tiles, rows, cols, timing)
+    return timing.issue + first + sum(costs) + tail + timing.latency(rows, cols)
+
+
+def tile_costs(tiles, rows, cols, timing=ArrayTiming()):
+    """(first, [cost of each tile's window], tail) of :func:`sequence_cycles` (without issue and latency)."""
     t = timing
     S = chain_lanes(t.lanes, rows)
-    total = t.issue
     # the first WS tile's preload starts in the cycle its PRELOAD is accepted (the COMPUTE follows a cycle later at
     # the earliest); a first OS tile's first beat comes one cycle after its COMPUTE is accepted
-    total += max(_ceil(tiles[0][2], S), 2) if tiles[0][0] == "ws" else 1
+    first = max(_ceil(tiles[0][2], S), 2) if tiles[0][0] == "ws" else 1
     n = len(tiles)
+    costs = []
     end_os = False      # the previous window ended on an OS compute beat (then hazard H2 delays the next shift)
     for i, (df, m, kl) in enumerate(tiles):
         beats = m if df == "ws" else kl
@@ -151,10 +157,9 @@ def sequence_cycles(tiles, rows, cols, timing=ArrayTiming()):
         cost += t.tile_gap if i else 0
         if prev is not None and prev[0] != df:
             cost += t.switch
-        total += cost
-    if tiles[-1][0] == "os":
-        total += _ceil(tiles[-1][1], S) + (t.os_guard if end_os else 0)
-    return total + t.latency(rows, cols)
+        costs.append(cost)
+    tail = _ceil(tiles[-1][1], S) + (t.os_guard if end_os else 0) if tiles[-1][0] == "os" else 0
+    return first, costs, tail
 
 
 def gemm_tiles(m, n, k, dataflow, rows, cols, tiling=Tiling()):

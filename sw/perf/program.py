@@ -12,6 +12,8 @@ from collections import deque
 from cdmqta.hw.array import array_latency
 from cdmqta.hw.isa import Dataflow, Op, Precision, decode
 
+from .memory import IDEAL, load_row_bytes, store_row_bytes
+
 __all__ = ["program_cycles", "runs_cycles"]
 
 
@@ -88,7 +90,7 @@ class _Queue:
         return self.level == 0 and self.out is None
 
 
-def program_cycles(program, config, state=(), skip_quiet=True):
+def program_cycles(program, config, state=(), skip_quiet=True, memory=None):
     """``busy_cycles`` of a command program (128-bit words or decoded ``(Op, fields)`` pairs) on ``config``: the
     one program-level cycle model of the controller, the tiler's default cost model, validated cycle for cycle
     against the RTL (scripts/validate_cycle_model.py, verif/test_cycle_model.py). ``state``: commands of earlier
@@ -102,14 +104,22 @@ def program_cycles(program, config, state=(), skip_quiet=True):
     logic (compute beats, preload shifts and OS drain shifts of hw/execute.py's ExecuteUnit, hazard H2, eager
     drain), with results landing ``R + C + 2`` (array LATENCY) + ``RESULT`` cycles after their beat. Quiet
     stretches (a tile streaming, units waiting) are skipped, so the cost is about one step per event;
-    ``skip_quiet=False`` steps every cycle (slow; verif/test_perf.py checks that it gives the same result)."""
+    ``skip_quiet=False`` steps every cycle (slow; verif/test_perf.py checks that it gives the same result).
+
+    ``memory`` (a :class:`cdmqta.sw.perf.memory.Memory`; None = ``Memory()``, the ideal memory of today's RTL, the
+    validated case): with a bandwidth B, LOADs and STOREs share a bus of B bytes/cycle (a transfer of r rows
+    takes at least r cycles and gets what the other unit's running transfer leaves of B:
+    :meth:`~cdmqta.sw.perf.memory.Memory.transfer`; a LOAD and a STORE accepted in the same cycle: the
+    LOAD first), and a LOAD's data arrive ``memory.latency`` cycles later (its completion is visible that much
+    later; the load unit takes the next LOAD without waiting)."""
     program = list(program)
+    memory = IDEAL if memory is None else memory
     key = None
     if PROGRAM_CACHE_SIZE and skip_quiet and not state and all(isinstance(w, int) for w in program):
-        key = (tuple(program), config)
+        key = (tuple(program), config, memory)
         if key in _CACHE:
             return _CACHE[key]
-    res = _simulate(_cmd_list(program), config, _cmd_list(state), skip_quiet)
+    res = _simulate(_cmd_list(program), config, _cmd_list(state), skip_quiet, memory)
     if key is not None:
         if len(_CACHE) >= PROGRAM_CACHE_SIZE:
             _CACHE.clear()
@@ -120,7 +130,7 @@ def program_cycles(program, config, state=(), skip_quiet=True):
 _CACHE = {}
 
 
-def _simulate(cmds, config, state, skip_quiet):
+def _simulate(cmds, config, state, skip_quiet, memory=IDEAL):
 
     lat = array_latency(config.rows, config.cols)     # hw/array.py LATENCY
     if not cmds:
@@ -168,10 +178,10 @@ def _simulate(cmds, config, state, skip_quiet):
         info.append((op, kind, to_acc, steps, f))
         if op == Op.CONFIG:
             prec = Precision(f.get("precision", 0))
-    return _run(info, deps, lat, config, skip_quiet)
+    return _run(info, deps, lat, config, skip_quiet, memory)
 
 
-def _run(info, deps, lat, config, skip_quiet):
+def _run(info, deps, lat, config, skip_quiet, memory=IDEAL):
     """The cycle loop of :func:`program_cycles` (see there); returns the busy cycles."""
 
     INF = 1 << 62
@@ -180,6 +190,9 @@ def _run(info, deps, lat, config, skip_quiet):
     S, NT = config.chain_lanes, config.in_flight
     lq, xq, sq = (_Queue(config.queue_depth) for _ in range(3))
     load_free = store_free = store_idle = 0
+    ld_x = st_x = (0, 0.0)            # (end, bytes/cycle) of the load unit's / store unit's last transfer
+    real = not memory.ideal           # a memory with a bandwidth / latency (else exactly today's host port)
+    mem_lat = memory.latency
     n_load = n_comp = n_store = 0
     exec_seq = []                   # command index of each dispatched PRELOAD / COMPUTE
     loads_i, comps_i, stores_i = [], [], []
@@ -244,7 +257,8 @@ def _run(info, deps, lat, config, skip_quiet):
         eager = not xvalid and win_comp and w_os and idle_next
         exec_idle = (not c_act and not p_act and dr_rem == 0 and not (win_comp and w_os)
                      and c >= last_beat + lat + 4)
-        all_idle = (lq.empty and xq.empty and sq.empty and c >= load_free and exec_idle and c >= store_idle)
+        all_idle = (lq.empty and xq.empty and sq.empty and c >= load_free + mem_lat and exec_idle
+                    and c >= store_idle)
         # dispatch
         go = False
         if cur < n and c >= cycle:
@@ -336,14 +350,24 @@ def _run(info, deps, lat, config, skip_quiet):
         if lpop:
             i = lq.out
             rows = info[i][4]["rows"]
+            if real:
+                nbytes = rows * load_row_bytes(config, info[i][2])
+                rows, rate = memory.transfer(rows, nbytes, c, *st_x, read=True)
+                ld_x = (c + rows, rate)
             if info[i][2]:
                 load_free = c + rows + LOAD_BUSY + 1 + LOAD_ACC_EXTRA
             else:
                 load_free = c + rows + LOAD_BUSY + 1
-            when("ld", i, load_free)
+            when("ld", i, load_free + mem_lat)
         if spop:
             i = sq.out
-            rows = info[i][4]["rows"]
+            f = info[i][4]
+            rows = f["rows"]
+            if real:
+                nbytes = rows * store_row_bytes(f.get("out", 0), f.get("cols", config.cols))
+                # a LOAD accepted in the same cycle came first (it is already in ld_x)
+                rows, rate = memory.transfer(rows, nbytes, c, *ld_x, read=False)
+                st_x = (c + rows, rate)
             store_free = c + rows + 1
             when("sr", i, c + rows + 2)
             store_idle = c + rows + STORE_IDLE
@@ -370,10 +394,10 @@ def _run(info, deps, lat, config, skip_quiet):
         c += 1
 
 
-def runs_cycles(program, config, run_length):
+def runs_cycles(program, config, run_length, memory=None):
     """``busy_cycles`` summed over a program run in pieces of at most ``run_length`` commands, back to back (how
     the RTL backend runs a program longer than the simulated command memory; CONFIG state persists)."""
     program = list(program)
-    return sum(program_cycles(program[i:i + run_length], config, state=program[:i])
+    return sum(program_cycles(program[i:i + run_length], config, state=program[:i], memory=memory)
                for i in range(0, len(program), run_length))
 

@@ -25,7 +25,6 @@ Host-memory layout (word addresses; ``S = ceil(K / pack)`` rows of K, pack = 2 i
 - result: column block ``nb`` (``cols`` wide) is ``Mp`` consecutive words, INT32 lanes or one byte per lane.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +32,8 @@ import numpy as np
 from cdmqta.errors import InputError
 from cdmqta.hw.isa import AMAX_SLOTS, MULT_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Rounding, encode, pack_k
 from cdmqta.sw.perf.program import program_cycles
+from cdmqta.sw.perf.schedule import belady as _belady
+from cdmqta.sw.perf.schedule import group_size, tile_groups
 
 __all__ = [
     "Epilogue",
@@ -143,7 +144,7 @@ class Plan:
     gemm: GemmSpec
     config: object
     dataflow: str               # ws / os / is
-    order: str                  # loop order of the output tiles: "m" (M outer) or "n" (N outer)
+    order: str                  # loop order of the output tiles: "m" (M outer), "n" (N outer), "gG" / "hG" (groups)
     chunk: int                  # ws/is: M rows per accumulator tile; os: K elements per compute
     program: list
     a_region: Region            # regions of the array problem's operands (IS: Ap = B^T, Bp = A^T)
@@ -225,40 +226,6 @@ class Plan:
 # Scratchpad residency (Belady) and program emission
 # ----------------------------------------------------------------------------------------------------------------
 
-def _belady(seq, nslots):
-    """Slots for a sequence of tile keys (None = no access): returns [(slot, needs_load)] per position.
-
-    Evicts the resident tile used farthest in the future, never the tile of the previous step (it may still be
-    computing while the next step's tiles are prefetched)."""
-    nxt = [math.inf] * len(seq)
-    last = {}
-    for pos in range(len(seq) - 1, -1, -1):
-        key = seq[pos]
-        if key is not None:
-            nxt[pos] = last.get(key, math.inf)
-            last[key] = pos
-    where, next_use, free, out = {}, {}, list(range(nslots - 1, -1, -1)), []
-    prev = None
-    for pos, key in enumerate(seq):
-        if key is None:
-            out.append(None)
-            continue
-        if key in where:
-            out.append((where[key], False))
-        else:
-            if free:
-                slot = free.pop()
-            else:
-                victims = [k for k in where if k != prev] or list(where)
-                victim = max(victims, key=lambda k: next_use[k])
-                slot = where.pop(victim)
-            where[key] = slot
-            out.append((slot, True))
-        next_use[key] = nxt[pos]
-        prev = key
-    return out
-
-
 class _Emitter:
     """Collects commands and inserts FENCEs where a command would race an earlier one of another unit."""
 
@@ -322,17 +289,17 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
         a_reg = Region("rowk", host_base, kb_count * mp, kt, mp)
         b_reg = Region("krow", a_reg.base + a_reg.words, nb_count * S, C, S)
         acc_tile = mt
-        outs = [(mc, nb) for mc in range(mc_count) for nb in range(nb_count)] if order == "m" else \
-               [(mc, nb) for nb in range(nb_count) for mc in range(mc_count)]
         steps = []
-        for mc, nb in outs:
-            m0, m = mc * mt, min(mt, mp - mc * mt)
-            n0, n = nb * C, min(C, np_ - nb * C)
+        for grp in tile_groups(mc_count, nb_count, order):
             for kb in range(kb_count):
                 k_el = min(kt, kp - kb * kt)
-                steps.append(dict(a=(("A", mc, kb), m, a_reg.base + kb * mp + m0),
-                                  b=(("B", kb, nb), _ceil(k_el, pack), b_reg.base + nb * S + kb * R),
-                                  m0=m0, m=m, n0=n0, n=n, k=k_el, first=kb == 0, last=kb == kb_count - 1))
+                for mc, nb in grp:
+                    m0, m = mc * mt, min(mt, mp - mc * mt)
+                    n0, n = nb * C, min(C, np_ - nb * C)
+                    steps.append(dict(a=(("A", mc, kb), m, a_reg.base + kb * mp + m0),
+                                      b=(("B", kb, nb), _ceil(k_el, pack), b_reg.base + nb * S + kb * R),
+                                      m0=m0, m=m, n0=n0, n=n, k=k_el, first=kb == 0, last=kb == kb_count - 1,
+                                      tile=(mc, nb)))
     else:
         kc = chunk                      # K elements per compute, a multiple of pack
         kc_count = _ceil(kp, kc)
@@ -340,19 +307,19 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
         a_reg = Region("krow", host_base, mb_count * S, R, S)
         b_reg = Region("krow", a_reg.base + a_reg.words, nb_count * S, C, S)
         acc_tile = R
-        outs = [(mb, nb) for mb in range(mb_count) for nb in range(nb_count)] if order == "m" else \
-               [(mb, nb) for nb in range(nb_count) for mb in range(mb_count)]
         steps = []
-        for mb, nb in outs:
-            m0, m = mb * R, min(R, mp - mb * R)
-            n0, n = nb * C, min(C, np_ - nb * C)
+        for grp in tile_groups(mb_count, nb_count, order):
             for c in range(kc_count):
                 k_el = min(kc, kp - c * kc)
                 rows = _ceil(k_el, pack)
                 s0 = c * kc // pack
-                steps.append(dict(a=(("A", mb, c), rows, a_reg.base + mb * S + s0),
-                                  b=(("B", nb, c), rows, b_reg.base + nb * S + s0),
-                                  m0=m0, m=m, n0=n0, n=n, k=k_el, first=c == 0, last=c == kc_count - 1))
+                for mb, nb in grp:
+                    m0, m = mb * R, min(R, mp - mb * R)
+                    n0, n = nb * C, min(C, np_ - nb * C)
+                    steps.append(dict(a=(("A", mb, c), rows, a_reg.base + mb * S + s0),
+                                      b=(("B", nb, c), rows, b_reg.base + nb * S + s0),
+                                      m0=m0, m=m, n0=n0, n=n, k=k_el, first=c == 0, last=c == kc_count - 1,
+                                      tile=(mb, nb)))
     c_reg = Region("result", b_reg.base + b_reg.words, nb_count * mp, C, mp)
     host_end = c_reg.base + c_reg.words
     if host_end > (1 << config.host_addr_width):
@@ -378,7 +345,7 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
     if a_slots < 1 or b_slots < 1:
         return None
     acc_slots = config.acc_rows // acc_tile
-    if acc_slots < 1:
+    if acc_slots < group_size(order):      # the tiles of a group hold their accumulator slots at once
         return None
     a_res = _belady([s["a"][0] for s in steps], a_slots)
     b_res = _belady([s["b"][0] for s in steps], b_slots)
@@ -446,7 +413,7 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
                     r0 = r1
         stores.clear()
 
-    acc_slot, acc_addr = -1, 0
+    acc_slot, slot_of = -1, {}
     emit_loads(0)
     for i, s in enumerate(steps):
         late = i + 1 < len(steps) and not prefetchable(i)
@@ -456,7 +423,8 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
         b_addr = a_cap + b_res[i][0] * b_tile
         if s["first"]:
             acc_slot = (acc_slot + 1) % acc_slots
-            acc_addr = acc_slot * acc_tile
+            slot_of[s["tile"]] = acc_slot
+        acc_addr = slot_of[s["tile"]] * acc_tile
         acc_rng = ("acc", acc_addr, acc_addr + s["m"], True)
         if ws:
             em.emit(Op.PRELOAD, [("sp", b_addr, b_addr + s["b"][1], False)], b_addr=b_addr, k=s["k"], n=s["n"])
@@ -471,7 +439,7 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
         if s["last"]:
             # the STORE waits (in its queue) for this tile's last COMPUTE only; the next tiles compute into other
             # accumulator rows meanwhile (round-robin slots = double buffering)
-            stores[acc_slot] = dict(out=int(_OUT[ep.out]), transposed=int(transposed), acc_addr=acc_addr,
+            stores[slot_of[s["tile"]]] = dict(out=int(_OUT[ep.out]), transposed=int(transposed), acc_addr=acc_addr,
                                     rows=s["m"], cols=s["n"], host_addr=c_reg.base + (s["n0"] // C) * mp + s["m0"],
                                     host_stride=1, origin_row=s["m0"], origin_col=s["n0"])
             flush_stores()

@@ -1,0 +1,148 @@
+"""The mapper: per GEMM the dataflow, tile sizes, loop order and scratchpad residency with the fewest cycles at the
+memory's bandwidth, then the fewest DRAM bytes.
+
+The space is what the tiler can emit (:func:`cdmqta.sw.runtime.tiler.build_plan` takes every :class:`Mapping`
+returned here): dataflow WS / OS / IS (WS on the transposed problem); loop order of the output tiles (M outer or N
+outer); chunk (WS / IS: M rows per accumulator tile, a power of two from 64 up to half the accumulator; OS: K
+elements per COMPUTE, 64 up to a quarter of the scratchpad); scratchpad split (the A side's share: 1/4, 1/2, 3/4
+or in proportion to the operands), with what stays resident decided by Belady's policy over the whole tile
+sequence (:func:`cdmqta.sw.perf.schedule.belady`). Each candidate is costed by the fast model
+(:func:`cdmqta.sw.perf.schedule.schedule_cycles`, checked against the program-level model by
+``scripts/validate_memory_model.py``); candidates whose lower bound (execute-unit cycles, rows through the port,
+bytes / B) cannot beat the best so far are skipped, so a whole SD-1.5 step maps in seconds. Deterministic: ties
+go to fewer bytes, then to the first candidate in a fixed order.
+
+Per GEMM it reports cycles, DRAM bytes (what the program moves: LOAD rows, STORE rows, commands), the compulsory
+bytes (every INT8 operand read once, every result written once in its final format) and the roofline bound
+``max(M*N*K / (R*C), compulsory / B)``.
+"""
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cdmqta.hw.isa import OutFormat
+
+from .analytic import ArrayTiming, tile_costs
+from .memory import IDEAL, compulsory_bytes, roofline_cycles, store_row_bytes
+from .schedule import Mapping, gemm_schedule, schedule_bytes, schedule_cycles
+
+__all__ = ["MapResult", "candidates", "map_gemm", "requant_pass"]
+
+_PACK = {"int8": 1, "int4": 2}
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """The mapper's choice for one GEMM instance."""
+
+    mapping: Mapping
+    cycles: int
+    exec_cycles: int
+    dram_bytes: int
+    rows_loaded: int
+    commands: int
+    compulsory_bytes: int
+    roofline_cycles: float
+    ideal_cycles: float
+    candidates: int
+    evaluated: int
+
+
+def candidates(m, n, k, config, dataflows=("ws", "os", "is"), pack=1):
+    """Every :class:`Mapping` the mapper considers, in its fixed order (a superset of the tiler's own)."""
+    out = []
+    for d in dataflows:
+        mp, np_, kp = (n, m, k) if d == "is" else (m, n, k)
+        if d == "os":
+            caps = [pack * (config.sp_rows // 4)] + [pack * c for c in (64, 128, 256, 512, 1024)]
+            chunks = sorted({min(kp, c) for c in caps if c <= pack * (config.sp_rows // 4)})
+            chunks = sorted({c if c == kp else c - c % pack for c in chunks if c >= 1})
+        else:
+            caps = [config.acc_rows // 2] + [c for c in (64, 128, 256) if c <= config.acc_rows // 2]
+            chunks = sorted({min(mp, c, 65535) for c in caps if c >= 1})
+        splits = sorted({0.25, 0.5, 0.75, min(0.75, max(0.25, round(mp / (mp + np_), 2)))})
+        for order in ("m", "n"):
+            for chunk in chunks:
+                for split in splits:
+                    out.append(Mapping(d, order, chunk, split))
+    return out
+
+
+def _out_format(out_bytes):
+    return {4: OutFormat.INT32, 1: OutFormat.INT8}.get(out_bytes, OutFormat.INT32)
+
+
+@lru_cache(maxsize=8192)
+def map_gemm(m, n, k, config, memory=IDEAL, dataflows=("ws", "os", "is"), out_bytes=4, final_bytes=1, a_elems=0,
+             precision="int8", timing=None):
+    """The best :class:`MapResult` for C[m x n] = A[m x k] . B[k x n] at ``memory``. ``out_bytes``: bytes per result
+    element the STOREs write (4: INT32, what the runtime stores; 1: a requantizing store); ``final_bytes``: bytes
+    per element of the result in its final format (for the compulsory traffic); ``a_elems``: A's size in memory
+    when it is an im2col view (compulsory traffic reads the feature map once)."""
+    pack = _PACK[precision]
+    timing = timing or ArrayTiming(lanes=config.shift_lanes)
+    fmt = _out_format(out_bytes)
+    R, C = config.rows, config.cols
+    comp = compulsory_bytes(m, n, k, 1, final_bytes, a_elems)
+    roof = roofline_cycles(m, n, k, R, C, comp, memory.bandwidth)
+    ideal = m * n * k / (R * C * pack)
+    scored = []
+    cands = candidates(m, n, k, config, dataflows, pack)
+    seen = set()
+    for mp in cands:
+        sched = gemm_schedule(m, n, k, mp, config, pack)
+        if sched is None:
+            continue
+        if sched.resident:          # the split does not matter when every tile stays resident
+            key = (mp.dataflow, mp.order, mp.chunk)
+            if key in seen:
+                continue
+            seen.add(key)
+        nbytes, rows, cmds = schedule_bytes(sched, config, out_bytes)
+        tiles = [("ws" if st[0] else "os", st[1], st[3] if st[0] else st[4]) for st in sched.steps]
+        first, costs, tail = tile_costs(tiles, R, C, timing)
+        exec_c = first + sum(costs) + tail + R + C + 5
+        bw = memory.bandwidth
+        # a lower bound of schedule_cycles (exec span, one row per cycle through the port, bytes / B)
+        bound = max(exec_c, rows, 11 + (nbytes - cmds * 16) / bw if bw else 0)
+        scored.append((bound, nbytes, len(scored), mp, sched, nbytes, rows, cmds, exec_c))
+    if not scored:
+        raise ValueError(f"no mapping of M={m} N={n} K={k} fits sp_rows={config.sp_rows} / acc_rows={config.acc_rows}")
+    scored.sort(key=lambda s: (s[0], s[1], s[2]))
+    best = None
+    evaluated = 0
+    for bound, _, idx, mp, sched, nbytes, rows, cmds, exec_c in scored:
+        if best is not None and bound >= best[0]:
+            break
+        cyc = max(schedule_cycles(sched, config, memory, timing, fmt), math.ceil(bound))
+        evaluated += 1
+        cand = (cyc, nbytes, idx, mp, nbytes, rows, cmds, exec_c)
+        if best is None or cand[:3] < best[:3]:
+            best = cand
+    cyc, _, _, mp, nbytes, rows, cmds, exec_c = best
+    return MapResult(mp, cyc, exec_c, nbytes, rows, cmds, comp, roof, ideal, len(cands), evaluated)
+
+
+def requant_pass(m, n, config, memory=IDEAL):
+    """(cycles, DRAM bytes) of requantizing an INT32 [m x n] result through the epilogue, as
+    :func:`cdmqta.sw.runtime.tiler.plan_requant` programs it: per column block and chunk of at most ``acc_rows``
+    rows a LOAD of INT32 rows into the accumulator, then a STORE of INT8 rows (the STORE waits for the LOAD, the
+    next LOAD for the STORE to read the rows: no overlap)."""
+    C = config.cols
+    cyc = 2
+    nbytes = 0
+    chunk = min(m, config.acc_rows)
+    for blk in range(_ceil(n, C)):
+        w = min(C, n - blk * C)
+        for m0 in range(0, m, chunk):
+            rows = min(chunk, m - m0)
+            lb, sb = rows * 4 * C, rows * store_row_bytes(OutFormat.INT8, w)
+            cyc += memory.transfer_cycles(rows, lb, read=True) + 5 + memory.latency
+            cyc += memory.transfer_cycles(rows, sb, read=False) + 7
+            nbytes += lb + sb + 2 * 16
+    return cyc, nbytes
