@@ -215,7 +215,8 @@ class ControllerProof(Elaboratable):
     * ``done`` is high in cycle ``bound`` (counted from the ``start`` pulse in cycle 0) and every cycle after it;
     * sticky: once ``done`` rises it stays high, and ``status`` / ``error_index`` keep their values; once
       ``status`` is non-zero it never changes (there is no second ``start``);
-    * a command with an opcode outside :class:`cdmqta.hw.isa.Op` ends the run with a non-zero status whose
+    * an illegal command (:func:`illegal`: a bad opcode, a bad field, a zero size, a tile too large, an address
+      out of range, a WS COMPUTE with no PRELOAD before it) ends the run with a non-zero status whose
       ``error_index`` is at most its index (an earlier command may fail first).
 
     Proved by BMC over cycles 0..``bound`` + ``extra`` (the depth).
@@ -229,7 +230,7 @@ class ControllerProof(Elaboratable):
     def elaborate(self, platform):
         from amaranth.hdl import Fragment, ResetSignal
 
-        from cdmqta.hw.isa import CMD_BITS, OPCODE_BITS, Op
+        from cdmqta.hw.isa import CMD_BITS
         from cdmqta.hw.top import Accelerator
 
         m = Module()
@@ -264,9 +265,56 @@ class ControllerProof(Elaboratable):
             m.d.comb += Assert(done & (status == prev_status) & (err == prev_err))
         with m.If(after & (prev_status != 0)):
             m.d.comb += Assert(status == prev_status)
-        legal = {int(op) for op in Op}
         for x in range(N):
-            bad = ~cmds[x][0:OPCODE_BITS].matches(*legal)
+            bad = illegal(cmds[x], self.config, self.host_words, preloaded=cmds[:x])
             with m.If(bad & done & (cyc >= 1)):
                 m.d.comb += Assert((status != 0) & (err <= x))
         return m
+
+
+def illegal(cmd, cfg, host_words, preloaded=()):
+    """1 if the 128-bit ``cmd`` is certainly illegal on ``cfg`` by the ISA's rules (the checks listed in
+    :mod:`cdmqta.sw.runtime.emulator`, written here from the ISA field table, independently of the controller):
+    an opcode outside :class:`cdmqta.hw.isa.Op`; CONFIG shift > SHIFT_MAX; STORE out = 3; a zero size; PRELOAD /
+    COMPUTE n or STORE cols > cols, PRELOAD / WS COMPUTE k > rows (INT8: CONFIG state is reset-time INT8 unless
+    one of ``preloaded`` is a CONFIG, then the INT4 limit 2 * rows), OS COMPUTE m > rows; a LOAD / STORE row range
+    outside the scratchpad / accumulator or host memory, a COMPUTE's C rows outside the accumulator, a WS
+    COMPUTE's A rows outside the scratchpad; a WS COMPUTE with no PRELOAD among ``preloaded`` (the commands
+    before it). (The precision-dependent ranges of PRELOAD and OS COMPUTE operands are left out.)"""
+    from amaranth.hdl import Const
+    from amaranth.lib import data
+
+    from cdmqta.hw.controller import command_layout
+    from cdmqta.hw.isa import OPCODE_BITS, SHIFT_MAX, Op
+
+    op = cmd[0:OPCODE_BITS]
+    v = {o: data.View(command_layout(o), cmd[:command_layout(o).size]) for o in Op}
+    hw = host_words if host_words is not None else 1 << cfg.host_addr_width
+    configured = Const(0, 1)
+    for c in preloaded:
+        configured = configured | (c[0:OPCODE_BITS] == Op.CONFIG)
+    kmax = Mux(configured, 2 * cfg.rows, cfg.rows)
+
+    def host_bad(f):
+        return (f.host_addr + (f.rows - 1) * f.host_stride) >= hw
+
+    ld, pre, comp, st, conf = v[Op.LOAD], v[Op.PRELOAD], v[Op.COMPUTE], v[Op.STORE], v[Op.CONFIG]
+    preload_before = Const(0, 1)
+    for c in preloaded:
+        preload_before = preload_before | (c[0:OPCODE_BITS] == Op.PRELOAD)
+    rules = {
+        Op.CONFIG: conf.shift > SHIFT_MAX,
+        Op.LOAD: (ld.rows == 0) | (ld.sp_addr + ld.rows > Mux(ld.to_acc, cfg.acc_rows, cfg.sp_rows))
+        | host_bad(ld),
+        Op.PRELOAD: (pre.k == 0) | (pre.n == 0) | (pre.n > cfg.cols) | (pre.k > kmax),
+        Op.COMPUTE: (comp.m == 0) | (comp.n == 0) | (comp.k == 0) | (comp.n > cfg.cols)
+        | (comp.c_addr + comp.m > cfg.acc_rows)
+        | Mux(comp.dataflow == 0, (comp.k > kmax) | ~preload_before | (comp.a_addr + comp.m > cfg.sp_rows),
+              comp.m > cfg.rows),
+        Op.STORE: (st.out == 3) | (st.rows == 0) | (st.cols == 0) | (st.cols > cfg.cols)
+        | (st.acc_addr + st.rows > cfg.acc_rows) | host_bad(st),
+    }
+    bad = ~op.matches(*(int(o) for o in Op))
+    for o, rule in rules.items():
+        bad = bad | ((op == o) & rule)
+    return bad

@@ -8,6 +8,7 @@ import pytest
 from cdmqta.hw.array_schedule import Tile, schedule
 from cdmqta.hw.config import QTAConfig
 from cdmqta.synth.formal import in_module, prove
+from cdmqta.synth.formal_axi import BurstSplitterProof
 from cdmqta.synth.formal_proofs import ControllerProof, MACProof, TileProof
 
 pytestmark = pytest.mark.formal
@@ -98,6 +99,30 @@ def test_controller_bound_is_tight(tmp_path):
     r = prove(p, "ctl_short", tmp_path, p.depth, induction=False)
     assert not r.passed
     assert r.values["done"] == 0 and r.values["cycle"] == ONE_CMD_BOUND - 1
+
+
+def test_controller_proof_fails_when_an_error_is_not_reported(tmp_path, monkeypatch):
+    """A controller that accepts CONFIG shifts up to 63 (the ISA allows 47): the illegal-command property finds
+    such a CONFIG, which ends the run with status OK."""
+    monkeypatch.setattr("cdmqta.hw.controller.SHIFT_MAX", 63)
+    p = ControllerProof(TINY, 1, ONE_CMD_BOUND, host_words=256)
+    r = prove(p, "ctl_bug", tmp_path, p.depth, induction=False)
+    assert not r.passed
+    assert r.values["status"] == 0 and r.values["done"] == 1
+    assert r.values["cmd0"] & 0xF == 1    # the command is a CONFIG
+
+
+def test_axi_master_channel_properties_on_the_stand_in(tmp_path):
+    """VALID held until READY, payload stable, no 4 KB crossing: unbounded (k-induction) on the stand-in master
+    (the accelerator's AXI master has not landed on main)."""
+    r = prove(BurstSplitterProof(), "axi", tmp_path, 4)
+    assert r.passed and r.step == "induction", r.summary()
+
+
+@pytest.mark.parametrize("bug", ["drop", "cross", "move"])
+def test_axi_properties_catch_each_bug(tmp_path, bug):
+    r = prove(BurstSplitterProof(bug=bug), f"axi_{bug}", tmp_path, 4)
+    assert not r.passed and r.step == "bmc" and r.trace
 
 
 def test_schedule_predicts_equal_rows_at_their_own_cycles():
