@@ -189,9 +189,9 @@ def schedule(tiles, rows, cols, lanes=2):
                 for tile_i, row, lane in drain[p]:
                     s.outputs.append(Output("drain", len(beats) + first_shift + p + s.latency, None, tile_i, row,
                                             lane))
-        for bt in ws:
+        for x, bt in enumerate(ws):   # by position: equal beats (equal A rows) are still different rows
             if bt.compute and bt.dataflow == 0:
-                s.outputs.append(Output(WS, len(beats) + ws.index(bt) + s.latency, None, i, bt._row))
+                s.outputs.append(Output(WS, len(beats) + x + s.latency, None, i, bt._row))
         beats.extend(ws)
 
     n = len(tiles)
