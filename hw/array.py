@@ -111,12 +111,16 @@ registers; the product register sits in the DSP (``dsp="ecp5"``) or, the synthes
 fabric (``dsp="ecp5-fp"``, one copy next to each of the PE's three adders), which moves the long DSP-to-fabric
 route into the multiply stage.
 The operands are selected one cycle ahead from the PE's look-ahead inputs (the neighbours' inputs, ``*_next``) and
-registered, so an AND-OR and routing precede the multiplier and this adds no latency; the product register is the
-+1 in LATENCY. The B-operand select is one-hot in registers: the top row decodes it a cycle ahead from ``ctrl_nn``,
-every other PE copies the registers of the PE above (the select depends only on the beat pair, which reached that
-PE one cycle earlier; so do the OS clears below). Stage 2 has three adders on the product, with nothing in front of
+registered, so a multiplexer and routing precede the multiplier and this adds no latency; the product register is
+the +1 in LATENCY. The operand select (B source and precision, 3 bits) is in registers: the top row decodes it a
+cycle ahead from ``ctrl_nn``, every other PE copies the registers of the PE above (the select depends only on the
+beat pair, which reached that PE one cycle earlier; so do the OS clears below). In INT4 the operands are the
+multiplier's packed 14-bit forms (``hw/mac.py``), whose high 5 bits need an adder: the array computes that field for
+every A, B and D lane at its edge and it travels beside the lane (``*_p`` registers), so that no adder lies behind
+the operand select. Stage 2 has three adders on the product, with nothing in front of
 any: WS ``psum_in + product``, OS ``c0 + product`` and ``c1 + product`` (an OS tile's ``first`` beat clears its
-register one cycle before its first product arrives); the INT4 rounding enters as a carry-in. Per-PE control
+register one cycle before its first product arrives); the INT4 rounding enters as a carry-in, and in the ECP5
+build the INT4/INT8 value select sits inside the adders' carry cells (``mac.select_add``). Per-PE control
 registers carry ``keep`` (every PE of an anti-diagonal holds the same values; merged, one register would drive PEs
 all over the chip). The input skew and output de-skew are register chains inside; the ports drive only the first of
 two edge registers, so nothing but routing lies between the array's driver and its first registers, and the top
@@ -130,6 +134,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import QTAConfig
+from .mac import a_hi_field, b_hi_field
 from .pe import PE, Control
 
 __all__ = ["Array", "Control", "array_latency"]
@@ -189,7 +194,7 @@ class Array(wiring.Component):
 
         # the top row sees a beat's control two cycles ahead (``ctrl_nn``) and decodes its B selects a cycle early;
         # the rows below copy them from the PE above (see hw/pe.py)
-        pes = [[PE(W, cfg.int4, self._dsp, top_row=i == 0) for j in range(C)] for i in range(R)]
+        pes = [[PE(W, cfg.int4, self._dsp, top_row=i == 0, edge_fields=True) for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
@@ -198,31 +203,43 @@ class Array(wiring.Component):
         # ports drive only registers, and PE(0, 0) too sees its control two cycles ahead). Each PE also sees its
         # inputs of the next cycle (`*_next`: the previous skew tap, or its neighbour's inputs) to register MAC
         # operands; the top row also the control of the cycle after (`ctrl_nn`) to decode its operand select.
+        # The INT4 high field of every A / B / D lane (mac.a_hi_field / b_hi_field, an adder) is computed here and
+        # travels beside the lane in registers, so that the PEs select their operands from registers only: for A / B
+        # from the port (row / column 0's look-ahead tap is the first register), for D after its first register.
         for i in range(R):
             taps = delay(self.a[i], i + 2, f"a_skew{i}", stages=True)
-            m.d.comb += [pes[i][0].a_in.eq(taps[-1]), pes[i][0].a_next.eq(taps[-2])]
+            p_taps = delay(a_hi_field(self.a[i]), i + 2, f"ap_skew{i}", stages=True)
+            m.d.comb += [pes[i][0].a_in.eq(taps[-1]), pes[i][0].a_next.eq(taps[-2]),
+                         pes[i][0].a_in_p.eq(p_taps[-1]), pes[i][0].a_next_p.eq(p_taps[-2])]
         for j in range(C):
             top = pes[0][j]
             b_taps = delay(self.b[j], j + 2, f"b_skew{j}", stages=True)
+            p_taps = delay(b_hi_field(self.b[j]), j + 2, f"bp_skew{j}", stages=True)
             c_taps = delay(self.ctrl, j + 2, f"ctrl_skew{j}", stages=True)
             m.d.comb += [
                 top.b_in.eq(b_taps[-1]), top.b_next.eq(b_taps[-2]),
+                top.b_in_p.eq(p_taps[-1]), top.b_next_p.eq(p_taps[-2]),
                 top.ctrl_in.eq(c_taps[-1]), top.ctrl_next.eq(c_taps[-2]), top.ctrl_nn.eq(c_taps[-3]),
                 top.psum_in.eq(0),
             ]
             # shift chain lane s enters at row s (its beat's control arrives there j + 2 + s cycles after entry)
             for s_ in range(S):
-                m.d.comb += pes[s_][j].d_in.eq(delay(self.d[s_ * C + j], j + 2 + s_, f"d_skew{s_}_{j}"))
+                d1 = delay(self.d[s_ * C + j], 1, f"d_edge{s_}_{j}")
+                m.d.comb += [pes[s_][j].d_in.eq(delay(d1, j + 1 + s_, f"d_skew{s_}_{j}")),
+                             pes[s_][j].d_in_p.eq(delay(b_hi_field(d1), j + 1 + s_, f"dp_skew{s_}_{j}"))]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
                 if j + 1 < C:
-                    m.d.comb += [pes[i][j + 1].a_in.eq(pe.a_out), pes[i][j + 1].a_next.eq(pe.a_in)]
+                    m.d.comb += [pes[i][j + 1].a_in.eq(pe.a_out), pes[i][j + 1].a_next.eq(pe.a_in),
+                                 pes[i][j + 1].a_in_p.eq(pe.a_out_p), pes[i][j + 1].a_next_p.eq(pe.a_in_p)]
                 if i + 1 < R:
                     below = pes[i + 1][j]
                     m.d.comb += [
                         below.b_in.eq(pe.b_out),
                         below.b_next.eq(pe.b_in),
+                        below.b_in_p.eq(pe.b_out_p),
+                        below.b_next_p.eq(pe.b_in_p),
                         below.psum_in.eq(pe.psum_out),
                         below.ctrl_in.eq(pe.ctrl_out),
                         below.ctrl_next.eq(pe.ctrl_in),
@@ -233,7 +250,8 @@ class Array(wiring.Component):
         # shift chain: row i takes row i-S's d_out, S-1 extra registers so that it arrives with the beat's control
         for i in range(S, R):
             for j in range(C):
-                m.d.comb += pes[i][j].d_in.eq(delay(pes[i - S][j].d_out, S - 1, f"chain{i}_{j}"))
+                m.d.comb += [pes[i][j].d_in.eq(delay(pes[i - S][j].d_out, S - 1, f"chain{i}_{j}")),
+                             pes[i][j].d_in_p.eq(delay(pes[i - S][j].d_out_p, S - 1, f"chainp{i}_{j}"))]
 
         # output de-skew: column j delayed by C-1-j; the drain path gets one more register to equalize latency
         bottom = pes[R - 1]

