@@ -64,6 +64,10 @@ class QTAConfig:
     queue_depth      -- depth of each of the controller's three unit queues (load, execute, store), 2..64.
     in_flight        -- commands of one kind the scoreboard tracks in flight (a power of two, 2..64); dispatch
                         waits while that many are in flight.
+    bus_width        -- data width in bits of the AXI4 master ``m_axi_*`` (a power of two, 32..512; default 128,
+                        see README "System interface"). The ideal-memory SimTop does not use it.
+    bus_addr_width   -- address width in bits of the AXI4 master (32..64).
+    max_reads        -- read bursts the AXI read engines keep in flight (1..32).
     """
 
     rows: int = 8
@@ -80,6 +84,9 @@ class QTAConfig:
     shift_lanes: int = 2
     queue_depth: int = 8
     in_flight: int = 16
+    bus_width: int = 128
+    bus_addr_width: int = 32
+    max_reads: int = 4
 
     def __post_init__(self):
         _check_int("rows", self.rows, 1, 128)
@@ -111,6 +118,11 @@ class QTAConfig:
         _check_int("in_flight", self.in_flight, 2, 64)
         if not _is_pow2(self.in_flight):
             raise ConfigError(f"in_flight={self.in_flight} must be a power of two")
+        _check_int("bus_width", self.bus_width, 32, 512)
+        if not _is_pow2(self.bus_width):
+            raise ConfigError(f"bus_width={self.bus_width} must be a power of two in [32, 512]")
+        _check_int("bus_addr_width", self.bus_addr_width, 32, 64)
+        _check_int("max_reads", self.max_reads, 1, 32)
 
     @staticmethod
     def required_acc_width(max_k):
@@ -126,6 +138,11 @@ class QTAConfig:
     def chain_lanes(self):
         """Rows the shift chain moves per shift beat: ``min(shift_lanes, rows)``."""
         return chain_lanes(self.shift_lanes, self.rows)
+
+    @property
+    def bus_bytes(self):
+        """Bytes per beat of the AXI4 master."""
+        return self.bus_width // 8
 
     @property
     def macs(self):

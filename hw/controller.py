@@ -12,8 +12,8 @@ to the execute unit (:mod:`cdmqta.hw.execute`) and the load / store units (:mod:
   ``busy_cycles``); reset (``rst``) aborts a run: every unit, queue and the scoreboard return to idle, ``done`` is
   low until the next run finishes, CONFIG state returns to its reset values (INT8, nearest-even, shift 0,
   mult 0, seed 0, amax_slot 0) and WS weights become invalid; rows already written stay written, and nothing more
-  is written after reset. CONFIG state (precision, rounding, shift, mult, seed, amax_slot) persists across runs, like the
-  ISA emulator's.
+  is written after reset. CONFIG state (precision, rounding, shift, mult, seed, amax_slot) persists across runs,
+  like the ISA emulator's.
 * Decode uses views built from :data:`cdmqta.hw.isa.FIELDS` (:func:`command_layout`). Checks happen in the
   order of :mod:`cdmqta.sw.runtime.emulator` (BAD_OPCODE, BAD_FIELD, NOT_BUILT, ZERO_SIZE, TILE_TOO_LARGE, ADDR_RANGE),
   plus one rule of this hardware: a WS COMPUTE needs weights, i.e. a PRELOAD earlier in the program with no OS

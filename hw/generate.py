@@ -1,8 +1,9 @@
 """``cdmqta generate``: write the Verilog of a generated design and its ``config.json``.
 
 ``cdmqta generate --rows 8 --cols 8 -o build/`` writes ``build/accel.v`` (module ``accel``) and
-``build/config.json`` (:meth:`QTAConfig.to_json`), so a runtime reads the exact configuration of the hardware.
-``--top`` picks the design from :data:`TOPS`.
+``build/config.json`` (:meth:`QTAConfig.to_json`), so a runtime reads the exact configuration of the hardware,
+and ``build/cdmqta_regs.h`` (:func:`cdmqta.hw.regs.c_header`: register offsets, fields, error codes and the built
+configuration). ``--top`` picks the design from :data:`TOPS`.
 """
 
 import argparse
@@ -13,7 +14,10 @@ from cdmqta.errors import UsageError
 from cdmqta.paths import check_outputs
 from cdmqta.progress import Reporter
 
-__all__ = ["TOPS", "add_arguments", "main", "generate"]
+__all__ = ["TOPS", "HEADER", "add_arguments", "main", "generate"]
+
+#: The C header of the register map, written beside the Verilog.
+HEADER = "cdmqta_regs.h"
 
 #: top name -> (module, class); each class takes a QTAConfig as its only required argument.
 TOPS = {
@@ -23,7 +27,8 @@ TOPS = {
 }
 
 _OPTION_OF_FIELD = {"rows": "--rows", "cols": "--cols", "int4": "--int4", "dataflows": "--dataflows",
-                    "max_k": "--max-k", "acc_width": "--acc-width", "shift_lanes": "--shift-lanes"}
+                    "max_k": "--max-k", "acc_width": "--acc-width", "shift_lanes": "--shift-lanes",
+                    "bus_width": "--bus-width", "bus_addr_width": "--bus-addr-width", "max_reads": "--max-reads"}
 
 
 def add_arguments(parser):
@@ -49,12 +54,21 @@ def add_arguments(parser):
                              "shorter than the array is tall (e.g. attention head dim 40 on 64 rows) still "
                              "overlap fully; costs a register per PE, a scratchpad read port and an accumulator "
                              "write port (default 2)")
+    parser.add_argument("--bus-width", type=int, default=128, metavar="BITS",
+                        help="data width of the AXI4 master m_axi_* (a power of two, 32..512; default 128: one "
+                             "beat per 16 bytes, the width of Zynq UltraScale+ HP ports; an 8x8 INT32 row is 2 "
+                             "beats)")
+    parser.add_argument("--bus-addr-width", type=int, default=32, metavar="BITS",
+                        help="address width of the AXI4 master (32..64, default 32)")
+    parser.add_argument("--max-reads", type=int, default=4, metavar="N",
+                        help="read bursts the AXI4 master keeps in flight (1..32, default 4)")
     parser.add_argument("--top", choices=sorted(TOPS), default="accel",
                         help="design to write: accel = the whole accelerator (cdmqta.hw.top.Accelerator), "
                              "array = the bare systolic array (cdmqta.hw.array.Array), harness = the array with "
                              "beat/result memories used by the RTL tests (default accel)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
-                        help="output directory (created if missing); receives <top>.v and config.json")
+                        help="output directory (created if missing); receives <top>.v, config.json and the C "
+                             "header cdmqta_regs.h")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
@@ -64,7 +78,8 @@ def _config(args):
     dataflows = tuple(d.strip().lower() for d in str(args.dataflows).split(",") if d.strip())
     try:
         return QTAConfig(rows=args.rows, cols=args.cols, int4=args.int4, dataflows=dataflows,
-                         max_k=args.max_k, acc_width=args.acc_width, shift_lanes=args.shift_lanes)
+                         max_k=args.max_k, acc_width=args.acc_width, shift_lanes=args.shift_lanes,
+                         bus_width=args.bus_width, bus_addr_width=args.bus_addr_width, max_reads=args.max_reads)
     except ConfigError as exc:
         field = str(exc).split("=", 1)[0].strip()
         option = _OPTION_OF_FIELD.get(field)
@@ -84,8 +99,11 @@ def _top_class(top):
 
 
 def generate(config, top, out_dir):
-    """Write ``<top>.v`` and ``config.json`` for ``config`` into ``out_dir``; returns the two paths."""
+    """Write ``<top>.v``, ``config.json`` and ``cdmqta_regs.h`` for ``config`` into ``out_dir``; returns the paths
+    of the first two."""
     from amaranth.back import verilog
+
+    from .regs import c_header
 
     cls = _top_class(top)
     os.makedirs(out_dir, exist_ok=True)
@@ -95,6 +113,8 @@ def generate(config, top, out_dir):
         f.write(text)
     j_path = os.path.join(out_dir, "config.json")
     config.to_json(j_path)
+    with open(os.path.join(out_dir, HEADER), "w") as f:
+        f.write(c_header(config))
     return v_path, j_path
 
 
@@ -103,6 +123,7 @@ def main(args):
     check_outputs(dirs={"-o": args.output})
     with Reporter(quiet=args.quiet).step(f"converting the {args.top} to Verilog"):
         v_path, j_path = generate(config, args.top, args.output)
-    print(f"wrote {v_path} and {j_path} ({config.rows}x{config.cols}, int4={config.int4}, "
-          f"dataflows={','.join(config.dataflows)}, acc_width={config.acc_width})")
+    print(f"wrote {v_path}, {j_path} and {HEADER} ({config.rows}x{config.cols}, int4={config.int4}, "
+          f"dataflows={','.join(config.dataflows)}, acc_width={config.acc_width}, "
+          f"bus {config.bus_width} bits)")
     return 0

@@ -33,6 +33,10 @@ def test_generate_array_5x3(tmp_path):
     (["--dataflows", "ws,is"], "--dataflows"),
     (["--acc-width", "16"], "--acc-width"),
     (["--shift-lanes", "3"], "--shift-lanes"),
+    (["--bus-width", "100"], "--bus-width"),
+    (["--bus-width", "1024"], "--bus-width"),
+    (["--max-reads", "0"], "--max-reads"),
+    (["--bus-addr-width", "16"], "--bus-addr-width"),
 ])
 def test_generate_bad_value_one_line(tmp_path, args, option):
     p = cli(*args, "--top", "array", "-o", str(tmp_path))
@@ -46,7 +50,7 @@ def test_generate_help_lists_every_option():
     p = cli("--help")
     assert p.returncode == 0
     for opt in ("--rows", "--cols", "--int4", "--no-int4", "--dataflows", "--max-k", "--acc-width", "--shift-lanes",
-                "--top", "-o"):
+                "--bus-width", "--bus-addr-width", "--max-reads", "--top", "-o"):
         assert opt in p.stdout
 
 
