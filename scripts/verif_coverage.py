@@ -14,7 +14,10 @@ functional_bins`) are counted from the same programs and, if present, from the c
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--campaign", default=str(ROOT / "results" / "verif_campaign.json"),
                    help="campaign summary whose functional bins are reported too (skipped if missing)")
     p.add_argument("--out", default=str(ROOT / "results" / "verif_coverage.json"), help="summary JSON")
+    p.add_argument("--reuse", metavar="DIR", help="summarize the coverage.dat files and random.json of an earlier "
+                   "run's work folder (printed by that run) instead of simulating again")
     a = p.parse_args(argv)
     if not Path(a.out).resolve().parent.is_dir():
         p.error(f"--out {a.out}: {Path(a.out).resolve().parent} does not exist")
@@ -62,24 +67,39 @@ def parse_coverage(paths):
     return points
 
 
+def _signal(body):
+    """(signal name, named?) of a toggle point: yosys intermediates (``$123``, Verilator ``__024``) are unnamed."""
+    kv = dict(item.split("\x02", 1) for item in body.split("\x01") if "\x02" in item)
+    name = kv.get("o", "?").rsplit(":", 1)[0].split("[")[0]
+    return name, not name.startswith("__024") and "dump_module" not in name
+
+
 def summarize(points):
-    blocks = defaultdict(lambda: {"line": [0, 0], "toggle": [0, 0]})
-    unhit = defaultdict(list)
+    """Per block: line and toggle points / hit, toggle of named signals only (the Amaranth signals, not yosys'
+    intermediates), and the named signals with a bit that never toggled."""
+    blocks = defaultdict(lambda: {"line": [0, 0], "toggle": [0, 0], "toggle_named": [0, 0]})
+    unhit = defaultdict(set)
     for (kind, module, body), count in points.items():
         if kind not in ("line", "toggle"):
             continue
-        b = blocks[block_of(module)][kind]
-        b[0] += 1
-        b[1] += int(count > 0)
-        if count == 0 and kind == "toggle":
-            kv = dict(item.split("\x02", 1) for item in body.split("\x01") if "\x02" in item)
-            unhit[block_of(module)].append(kv.get("o", "?"))
+        kinds = [kind]
+        if kind == "toggle":
+            name, named = _signal(body)
+            if named:
+                kinds.append("toggle_named")
+                if count == 0:
+                    unhit[block_of(module)].add(name)
+        for k in kinds:
+            b = blocks[block_of(module)][k]
+            b[0] += 1
+            b[1] += int(count > 0)
     out = {}
     for name, b in sorted(blocks.items()):
         out[name] = {k: {"points": v[0], "hit": v[1], "percent": round(100 * v[1] / v[0], 1) if v[0] else None}
                      for k, v in b.items()}
-        out[name]["toggle_unhit_sample"] = sorted(set(unhit[name]))[:12]
-    tot = {k: [sum(blocks[n][k][0] for n in blocks), sum(blocks[n][k][1] for n in blocks)] for k in ("line", "toggle")}
+        out[name]["named_signals_not_toggled"] = sorted(unhit[name])
+    tot = {k: [sum(blocks[n][k][0] for n in blocks), sum(blocks[n][k][1] for n in blocks)]
+           for k in ("line", "toggle", "toggle_named")}
     out["total"] = {k: {"points": v[0], "hit": v[1], "percent": round(100 * v[1] / v[0], 1) if v[0] else None}
                     for k, v in tot.items()}
     return out
@@ -93,13 +113,15 @@ def functional(bins_counts, cfg):
 
 def main(argv=None):
     args = parse_args(argv)
-    import os
-    import tempfile
 
     from cdmqta.hw.top import SimTop
     from cdmqta.sw.rtl import build as rtlbuild
 
     cfg, host_words, cmd_words = RANDOM_CONFIGS[args.config]
+    if args.reuse:
+        work = args.reuse
+        dats = sorted(Path(work).glob("coverage-*.dat"))
+        return report(args, cfg, dats, os.path.join(work, "random.json"))
     build_args = [*rtlbuild.VERILATOR_DEFAULT_ARGS, "--coverage-line", "--coverage-toggle"]
     built = rtlbuild.build(lambda: SimTop(cfg, host_words=host_words, cmd_words=cmd_words), "simtop",
                            build_args=build_args, design_key=f"SimTop|{cfg.to_json()}|{host_words}|{cmd_words}|cov")
@@ -108,6 +130,7 @@ def main(argv=None):
     env = {"CDMQTA_CONFIG": cfg.to_json(), "HOST_WORDS": host_words, "CMD_WORDS": cmd_words,
            "RANDPROG_COUNT": args.programs, "RANDPROG_SEED": args.seed, "RESULTS_JSON": rand_json}
     dats = []
+    print(f"work folder: {work}")
     res = rtlbuild.run(built, "cdmqta.sw.rtl.tb_random", env=env, testcase="random_programs")
     dats.append(Path(res).parent / "coverage.dat")
     res = rtlbuild.run(built, "tb_control", env=env, testcase=CONTROL_CASES.split(","),
@@ -117,6 +140,12 @@ def main(argv=None):
     if missing:
         print(f"error: no coverage.dat from {missing}", file=sys.stderr)
         return 1
+    for i, d in enumerate(dats):
+        shutil.copy(d, os.path.join(work, f"coverage-{i}.dat"))
+    return report(args, cfg, dats, rand_json)
+
+
+def report(args, cfg, dats, rand_json):
     code = summarize(parse_coverage(dats))
     with open(rand_json) as f:
         rand = json.load(f)
@@ -129,13 +158,14 @@ def main(argv=None):
             name: {**functional(c["bins"], RANDOM_CONFIGS[name][0]), "programs": c["programs"]}
             for name, c in camp["per_config"].items()}
     Path(args.out).write_text(json.dumps(data, indent=1))
-    md = ["| block | line points | line hit | toggle points | toggle hit |", "|---|---:|---:|---:|---:|"]
+    md = ["| block | line points | line hit | toggle bits | toggle hit | named-signal toggle bits | hit |",
+          "|---|---:|---:|---:|---:|---:|---:|"]
     for name, b in code.items():
         md.append(f"| {name} | {b['line']['points']} | {b['line']['percent']} % | {b['toggle']['points']} | "
-                  f"{b['toggle']['percent']} % |")
+                  f"{b['toggle']['percent']} % | {b['toggle_named']['points']} | {b['toggle_named']['percent']} % |")
     md += ["", "| functional bins | hit / total | not hit |", "|---|---:|---|"]
     f = data["functional_this_run"]
-    md.append(f"| {args.config}, {data['programs']} programs + control tests | {f['bins_hit']} / {f['bins_total']} |"
+    md.append(f"| {args.config}, {data['programs']} random programs | {f['bins_hit']} / {f['bins_total']} |"
               f" {', '.join(f['missing']) or '—'} |")
     for name, f in data.get("functional_campaign", {}).items():
         md.append(f"| campaign {name}, {f['programs']} programs | {f['bins_hit']} / {f['bins_total']} | "
