@@ -49,7 +49,13 @@ def test_bench_json_keys_and_ranges(small_csv, tmp_path, capsys):
     assert 0 < out["lora_gemm_utilization_mean"] <= 1
     assert 1 <= out["speedup_vs_fixed_ws"] <= out["speedup_bound_vs_fixed_ws"]
     assert out["speedup_vs_fixed_ws_overlap"] >= 1
-    assert out["energy_efficiency_vs_fp16_fixed_ws"] > 1
+    assert out["energy_efficiency_vs_fp16_fixed_ws"] > 0
+    assert out["energy_efficiency_onchip_vs_fp16_fixed_ws"] > 1       # INT8 MACs and SRAM bytes beat FP16's
+    for pr in out["per_rank"].values():
+        e = pr["energy_mj_designs"]
+        assert e["ours_flash"] <= e["ours"] and e["ours_fused_requant"] <= e["ours"]
+        assert pr["dram_bytes"] >= pr["compulsory_bytes"] > 0
+        assert pr["roofline_utilization"] == pytest.approx(pr["ideal_cycles"] / pr["cycles"]["ours"])  # unlimited
     for row in out["classes"]:
         assert row["total_cycles"] >= row.get("ideal_cycles", 0)
         assert 0 <= row["overall_util"] <= 1

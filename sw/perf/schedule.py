@@ -216,6 +216,9 @@ def schedule_bytes(sched, config, out_bytes=4):
     return rows * config.lanes + out + (cmds + 1) * COMMAND_BYTES, rows, cmds + 1
 
 
+#: the passes of schedule_cycles stop when the cycles change by at most this fraction from one pass to the next
+STABLE = 0.0005
+
 # timing constants of the fast model, read off sw/perf/program.py (the cycle-level model)
 _FETCH = 2          # the first command is in the dispatch register at cycle 2
 _HEAD = 2           # dispatched at d -> at its queue's head (out register) at d + 2
@@ -236,10 +239,16 @@ def schedule_cycles(sched, config, memory=None, timing=None, out_format=0, detai
     prev = None
     if passes is None:      # until nothing changes, within about 200,000 steps of work
         passes = max(6, min(40, 200_000 // max(1, len(sched.steps))))
-    for _ in range(1 if memory.ideal else passes):
+    last = None
+    for i in range(1 if memory.ideal else passes):
         res = _pass(sched, config, memory, timing, out_format, prev)
         if prev is not None and res["intervals"] == prev:
             break
+        # settled: two passes in a row within STABLE of each other (long schedules converge in cycles long before
+        # every interval repeats)
+        if last is not None and i >= 2 and abs(res["cycles"] - last) <= STABLE * last:
+            break
+        last = res["cycles"]
         prev = res["intervals"]
     if detail:
         return res
