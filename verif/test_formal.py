@@ -35,6 +35,11 @@ def test_mac_equals_reference(tmp_path, mode):
     assert r.induction and r.step == "induction"
 
 
+def test_mac_int8_only_build_equals_reference(tmp_path):
+    r = prove(MACProof(int4=False, adders=3), "mac_int8_only", tmp_path, 3)
+    assert r.passed, r.summary()
+
+
 def test_mac_proof_fails_on_a_sign_extension_bug(tmp_path):
     r = prove(MACProof(mode=0, adders=1), "mac_bug", tmp_path, 3, mutate=UNSIGNED_MUL)
     assert not r.passed and r.step == "bmc"
