@@ -166,10 +166,10 @@ def report(args, cfg, dats, rand_json):
     md += ["", "| functional bins | hit / total | not hit |", "|---|---:|---|"]
     f = data["functional_this_run"]
     md.append(f"| {args.config}, {data['programs']} random programs | {f['bins_hit']} / {f['bins_total']} |"
-              f" {', '.join(f['missing']) or '—'} |")
+              f" {', '.join(x.replace('|', ':') for x in f['missing']) or '—'} |")
     for name, f in data.get("functional_campaign", {}).items():
         md.append(f"| campaign {name}, {f['programs']} programs | {f['bins_hit']} / {f['bins_total']} | "
-                  f"{', '.join(f['missing']) or '—'} |")
+                  f"{', '.join(x.replace('|', ':') for x in f['missing']) or '—'} |")
     Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
