@@ -106,6 +106,9 @@ def test_bench_one_lane_chain_is_slower_on_attention():
     (("--rank", "5"), ValueError, "rank 5"),
     (("--bandwidth", "-1"), ValueError, "bandwidth"),
     (("--bandwidth", "fast"), ValueError, "bandwidth"),
+    (("--bandwidth", "0"), ValueError, "--bandwidth: '0' must be > 0 bytes/cycle"),
+    (("--bandwidth", "foo"), ValueError, "--bandwidth: 'foo' is not a number"),
+    (("--latency", "-1"), ValueError, "--latency=-1"),
     (("--sp-rows", "8"), ValueError, "--sp-rows=8"),
 ])
 def test_bad_input_one_line_error(argv, exc, msg):
@@ -119,6 +122,13 @@ def test_bad_shift_lanes_names_the_option(capsys):
         _args("--shift-lanes", "3")
     assert e.value.code == 2
     assert "--shift-lanes" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_cli_bad_bandwidth_is_one_line(capsys):
+    rc = cli.main(["bench", "--bandwidth", "0", "--no-scalesim"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bandwidth" in err[0]
 
 
 def test_cli_error_exit_code(capsys):

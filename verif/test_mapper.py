@@ -35,9 +35,9 @@ def test_ideal_memory_is_todays_model():
     """Memory() and a bandwidth no transfer can use up reproduce the validated model's cycles exactly."""
     rng = random.Random(5)
     for cfg in (PRESETS["8x8"], PRESETS["8x4"], PRESETS["5x3s1"], CFG64):
-        for _ in range(4):
-            g = GemmSpec(rng.randint(1, 200), rng.randint(1, 200), rng.randint(1, 200), rng.choice(["int8", "int4"]))
-            prog = plan_gemm(g, cfg).program
+        for _ in range(3):
+            g = GemmSpec(rng.randint(1, 120), rng.randint(1, 120), rng.randint(1, 120), rng.choice(["int8", "int4"]))
+            prog = build_plan(g, cfg, *rng.choice(candidates(g, cfg))).program
             today = program_cycles(prog, cfg)
             assert program_cycles(prog, cfg, memory=Memory()) == today
             assert program_cycles(prog, cfg, memory=Memory(bandwidth=1e9)) == today
@@ -85,10 +85,10 @@ def test_schedule_is_the_tilers_program():
     rng = random.Random(8)
     checked = 0
     for cfg in (PRESETS["8x8"], PRESETS["8x4"], CFG_TINY, CFG64):
-        for _ in range(5):
+        for _ in range(3 if cfg.rows < 64 else 1):
             m, n, k = (rng.randint(1, 150) for _ in range(3))
             g = GemmSpec(m, n, k)
-            for cand in candidates(g, cfg)[::3] + [("ws", "g2", 8, 0.5), ("os", "h2", 16, 0.5)]:
+            for cand in candidates(g, cfg)[::5] + [("ws", "g2", 8, 0.5), ("os", "h2", 16, 0.5)]:
                 plan = build_plan(g, cfg, *cand)
                 sched = gemm_schedule(m, n, k, Mapping(*cand), cfg)
                 assert (plan is None) == (sched is None), cand
@@ -100,13 +100,12 @@ def test_schedule_is_the_tilers_program():
                 prog = program_cycles(plan.program, cfg)
                 assert abs(schedule_cycles(sched, cfg) - prog) <= max(3, 0.02 * prog), (cfg, g, cand)
                 checked += 1
-    assert checked >= 40
+    assert checked >= 15
 
 
 #: SD-1.5 shapes (N, K as in the step, M cut) at the bench's bandwidths: the fast model within 1 % of the program
 #: model on the mapper's choice (scripts/validate_memory_model.py runs 36 shapes x 4 bandwidths).
-SD_SAMPLE = [(512, 320, 40), (512, 77, 40), (256, 40, 4096), (77, 4, 768), (256, 4, 320), (4, 320, 77),
-             (256, 320, 640)]
+SD_SAMPLE = [(512, 320, 40), (512, 77, 40), (256, 40, 1024), (77, 4, 768), (4, 320, 77), (256, 320, 640)]
 
 
 @pytest.mark.parametrize("bw", [64, 32])
@@ -121,13 +120,13 @@ def test_fast_model_matches_program_model(bw):
 
 def test_mapper_never_worse_than_fixed_ws_and_never_below_roofline():
     rng = random.Random(3)
-    for _ in range(12):
-        m, n, k = (rng.choice([4, 40, 77, 128, 320, 640, 1024]) for _ in range(3))
+    for _ in range(8):
+        m, n, k = (rng.choice([4, 40, 77, 128, 320, 640]) for _ in range(3))
         for bw in (None, 64, 16):
             mem = Memory(bandwidth=bw)
             ours = M.map_gemm(m, n, k, CFG64, mem)
             ws = M.map_gemm(m, n, k, CFG64, mem, dataflows=("ws",))
-            assert ours.cycles <= ws.cycles
+            assert ours.cycles <= ws.cycles * (1 + M.TOLERANCE)      # the search stops within TOLERANCE
             assert ours.cycles >= ours.roofline_cycles
             assert ours.dram_bytes >= m * k + k * n + 4 * m * n      # operands read once at least, INT32 out
             assert ours.compulsory_bytes == m * k + k * n + m * n

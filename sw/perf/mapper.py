@@ -28,7 +28,7 @@ from .analytic import ArrayTiming, tile_costs
 from .memory import IDEAL, compulsory_bytes, roofline_cycles, store_row_bytes
 from .schedule import Mapping, Schedule, gemm_schedule, group_size, schedule_bytes, schedule_cycles
 
-__all__ = ["MapResult", "candidates", "map_gemm", "requant_pass"]
+__all__ = ["MapResult", "candidates", "map_gemm", "requant_pass", "default_mapping", "mapping_bytes", "mapping_rows"]
 
 _PACK = {"int8": 1, "int4": 2}
 
@@ -188,6 +188,28 @@ def _cycles(sched, config, memory, timing, fmt):
                         sched.acc_slots, sched.resident, sched.mp, sched.np_, sched.kp)
         c.append(schedule_cycles(part, config, memory, timing, fmt))
     return round(c[0] + (c[1] - c[0]) * (len(steps) / per - 2) / 2)
+
+
+def default_mapping(m, n, k, config, dataflow):
+    """The tiler-buildable mapping the analytic model describes: M outer, its chunk (half the accumulator for WS /
+    IS, a quarter of the scratchpad for OS), half the scratchpad for A."""
+    mp, kp = (n, k) if dataflow == "is" else (m, k)
+    chunk = min(kp, config.sp_rows // 4) if dataflow == "os" else min(mp, config.acc_rows // 2)
+    return Mapping(dataflow, "m", chunk, 0.5)
+
+
+@lru_cache(maxsize=8192)
+def mapping_rows(m, n, k, config, dataflow):
+    """(rows loaded, commands) of :func:`default_mapping`'s program."""
+    sched = gemm_schedule(m, n, k, default_mapping(m, n, k, config, dataflow), config)
+    _, rows, cmds = schedule_bytes(sched, config)
+    return rows, cmds
+
+
+def mapping_bytes(m, n, k, config, dataflow, out_bytes=4):
+    """DRAM bytes of :func:`default_mapping`'s program (LOAD rows, STORE rows of ``out_bytes``, commands)."""
+    rows, cmds = mapping_rows(m, n, k, config, dataflow)
+    return rows * config.lanes + m * n * out_bytes + 16 * cmds
 
 
 def requant_pass(m, n, config, memory=IDEAL):
