@@ -187,8 +187,11 @@ class MAC(wiring.Component):
                 # one fabric product register per adder (``keep``: not merged), so that each sits at the head of its
                 # adder's carry chain and the route from the DSP's output has a cycle of its own; one register
                 # feeding three 32-bit chains stayed near the DSP and its route to the chains was most of the
-                # 8x8 critical path
-                products = [Signal(signed(2 * width), name=f"product{k}", attrs={"keep": 1})
+                # 8x8 critical path. No reset on them: yosys leaves the reset of a ``keep`` flip-flop as a LUT in front
+                # of it, which sat on the DSP -> register path (the 4x4 INT4 critical path); the products a reset
+                # leaves in them are never accumulated (the PE's write enables are reset), only ``sum`` differs from
+                # the generic MAC, in the one cycle after a reset.
+                products = [Signal(signed(2 * width), name=f"product{k}", attrs={"keep": 1}, reset_less=True)
                             for k in range(1, self._adders + 1)]
                 m.d.sync += [q.eq(p[:2 * width]) for q in products]
         else:
