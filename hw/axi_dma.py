@@ -132,18 +132,24 @@ class AxiReadEngine(wiring.Component):
     Parameters: ``data_width`` / ``addr_width`` of the bus, ``max_row_bytes``, ``max_reads`` (bursts in flight),
     ``axi_id`` (ARID of every burst), ``rows_width`` (bits of the request's row count).
 
+    ``buffer_rows`` > 0: the rows pass through a FIFO of that many rows and a row's bursts are issued only while
+    it has a place reserved, so RREADY never waits for the consumer. A master that shares the read channels
+    with another one whose data it may wait for needs this (the command fetcher: the controller may wait for a
+    LOAD whose data is queued behind a fetch beat at an in-order slave).
+
     Members: ``cmd`` In(stream of :func:`RowCmd`); ``rows`` Out(stream of ``8 * max_row_bytes`` bits); ``bus``
     Out(:func:`~cdmqta.hw.axi.axi4_read_signature`); ``busy``, ``error``, ``error_resp`` Out; ``clear`` In.
     """
 
     def __init__(self, *, data_width, addr_width, max_row_bytes, max_reads=4, axi_id=0, id_width=ID_WIDTH,
-                 rows_width=16):
+                 rows_width=16, buffer_rows=0):
         _check(data_width, max_row_bytes)
         self._dw, self._aw, self._mrb, self._nr, self._id, self._rw = (data_width, addr_width, max_row_bytes,
                                                                        max_reads, axi_id, rows_width)
+        self._buf = buffer_rows
         super().__init__({
             "cmd": In(stream.Signature(RowCmd(addr_width, max_row_bytes, rows_width))),
-            "rows": Out(stream.Signature(8 * max_row_bytes)),
+            "rows": Out(stream.Signature(8 * max_row_bytes)), "rows_error": Out(1),
             "bus": Out(axi4_read_signature(data_width, addr_width, id_width)),
             "busy": Out(1), "error": Out(1), "error_resp": Out(2), "clear": In(1),
         })
@@ -161,10 +167,26 @@ class AxiReadEngine(wiring.Component):
         desc = m.submodules.desc = fifo.SyncFIFOBuffered(width=Desc.size, depth=max(2, self._nr + 1))
         outstanding = Signal(range(self._nr + 1))
 
+        # The row stream inside (o_*): straight out, or through a buffer of ``buffer_rows`` rows with credits.
+        o = stream.Signature(8 * mrb).create()
+        o_err = Signal()
+        credit = True
+        if self._buf:
+            ob = m.submodules.out_buf = fifo.SyncFIFOBuffered(width=8 * mrb + 1, depth=self._buf)
+            reserved = Signal(range(self._buf + 1))      # rows planned and not yet taken from the buffer
+            credit = reserved < self._buf
+            m.d.comb += [ob.w_en.eq(o.valid), ob.w_data.eq(Cat(o.payload, o_err)), o.ready.eq(ob.w_rdy),
+                         self.rows.valid.eq(ob.r_rdy), self.rows.payload.eq(ob.r_data[:8 * mrb]),
+                         self.rows_error.eq(ob.r_data[8 * mrb]), ob.r_en.eq(self.rows.ready)]
+            m.d.sync += reserved.eq(reserved + desc.w_en - (self.rows.valid & self.rows.ready))
+        else:
+            m.d.comb += [self.rows.valid.eq(o.valid), self.rows.payload.eq(o.payload), self.rows_error.eq(o_err),
+                         o.ready.eq(self.rows.ready)]
+
         m.d.comb += self.cmd.ready.eq(~pl.active)
         with m.If(self.cmd.valid & ~pl.active):
             pl.accept(m)
-        with m.If(pl.active & pl.setup & desc.w_rdy):
+        with m.If(pl.active & pl.setup & desc.w_rdy & credit):
             m.d.comb += [desc.w_en.eq(1),
                          desc.w_data.eq(Cat(pl.off, pl.row_bytes, pl.row_beats))]
             pl.start_row(m)
@@ -182,16 +204,18 @@ class AxiReadEngine(wiring.Component):
         buf = Signal(nb * self._dw)
         cat = Signal(nb * self._dw)
         m.d.comb += [cat.eq(buf), cat.word_select(k, self._dw).eq(bus.rdata)]
-        m.d.comb += bus.rready.eq(desc.r_rdy & (~self.rows.valid | self.rows.ready))
+        m.d.comb += bus.rready.eq(desc.r_rdy & (~o.valid | o.ready))
         r_fire = bus.rvalid & bus.rready
         last_beat = k + 1 == d.beats
-        with m.If(self.rows.ready):
-            m.d.sync += self.rows.valid.eq(0)
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        row_err = Signal()           # an error response on an earlier beat of the head row
         with m.If(r_fire):
-            m.d.sync += buf.eq(cat)
+            m.d.sync += [buf.eq(cat), row_err.eq(row_err | bus.rresp[1])]
             with m.If(last_beat):
-                m.d.sync += [k.eq(0), self.rows.valid.eq(1),
-                             self.rows.payload.eq((cat >> (d.off << 3))[:8 * mrb] & _expand(mrb, d.bytes))]
+                m.d.sync += [k.eq(0), o.valid.eq(1), row_err.eq(0),
+                             o_err.eq(row_err | bus.rresp[1]),
+                             o.payload.eq((cat >> (d.off << 3))[:8 * mrb] & _expand(mrb, d.bytes))]
                 m.d.comb += desc.r_en.eq(1)
             with m.Else():
                 m.d.sync += k.eq(k + 1)
@@ -199,7 +223,7 @@ class AxiReadEngine(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + ar_fire - ends)
 
         _sticky_error(m, self, r_fire & bus.rresp[1], bus.rresp)
-        m.d.comb += self.busy.eq(pl.active | (outstanding != 0) | (desc.level != 0) | self.rows.valid)
+        m.d.comb += self.busy.eq(pl.active | (outstanding != 0) | (desc.level != 0) | o.valid | self.rows.valid)
         return m
 
 
@@ -350,15 +374,17 @@ class CommandFetcher(wiring.Component):
     """``count`` 128-bit commands from byte address ``base`` (16-byte aligned or not) -> ``cmds`` stream.
 
     ``start`` (pulse) samples ``base`` / ``count``; the commands come out in order on ``cmds`` (valid / ready);
-    ``busy`` until the last was delivered; ``error`` / ``error_resp`` / ``clear`` as the read engine's."""
+    ``busy`` until the last was delivered; ``error`` / ``error_resp`` / ``clear`` as the read engine's;
+    ``cmds_error`` marks a command whose bytes came with an error response. The engine has an 8-command buffer
+    with credits (``buffer_rows``), so a stalled consumer never blocks the read data channel."""
 
     def __init__(self, *, data_width, addr_width, max_reads=4, axi_id=1, id_width=ID_WIDTH):
         self._kw = dict(data_width=data_width, addr_width=addr_width, max_row_bytes=16, max_reads=max_reads,
-                        axi_id=axi_id, id_width=id_width, rows_width=32)
+                        axi_id=axi_id, id_width=id_width, rows_width=32, buffer_rows=8)
         self._aw = addr_width
         super().__init__({
             "start": In(1), "base": In(addr_width), "count": In(32),
-            "cmds": Out(stream.Signature(128)),
+            "cmds": Out(stream.Signature(128)), "cmds_error": Out(1),
             "bus": Out(axi4_read_signature(data_width, addr_width, id_width)),
             "busy": Out(1), "error": Out(1), "error_resp": Out(2), "clear": In(1),
         })
@@ -377,6 +403,7 @@ class CommandFetcher(wiring.Component):
         connect(m, eng.rows, wiring.flipped(self.cmds))
         connect(m, eng.bus, wiring.flipped(self.bus))
         m.d.comb += [self.busy.eq(pending | eng.busy), self.error.eq(eng.error), self.error_resp.eq(eng.error_resp),
+                     self.cmds_error.eq(eng.rows_error),
                      eng.clear.eq(self.clear)]
         return m
 

@@ -22,6 +22,7 @@ HEADER = "cdmqta_regs.h"
 #: top name -> (module, class); each class takes a QTAConfig as its only required argument.
 TOPS = {
     "accel": ("cdmqta.hw.top", "Accelerator"),
+    "axi": ("cdmqta.hw.axi_top", "AxiAccelerator"),
     "array": ("cdmqta.hw.array", "Array"),
     "harness": ("cdmqta.hw.harness", "ArrayHarness"),
 }
@@ -63,7 +64,9 @@ def add_arguments(parser):
     parser.add_argument("--max-reads", type=int, default=4, metavar="N",
                         help="read bursts the AXI4 master keeps in flight (1..32, default 4)")
     parser.add_argument("--top", choices=sorted(TOPS), default="accel",
-                        help="design to write: accel = the whole accelerator (cdmqta.hw.top.Accelerator), "
+                        help="design to write: accel = the whole accelerator (cdmqta.hw.top.Accelerator) with the "
+                             "ideal host-memory port, axi = the accelerator with an AXI4 master m_axi_*, an "
+                             "AXI4-Lite register slave s_axil_* and irq (cdmqta.hw.axi_top.AxiAccelerator), "
                              "array = the bare systolic array (cdmqta.hw.array.Array), harness = the array with "
                              "beat/result memories used by the RTL tests (default accel)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",

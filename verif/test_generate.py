@@ -54,7 +54,7 @@ def test_generate_help_lists_every_option():
         assert opt in p.stdout
 
 
-@pytest.mark.parametrize("top,rows,cols,int4", [("array", 5, 3, True), ("harness", 4, 2, False)])
+@pytest.mark.parametrize("top,rows,cols,int4", [("array", 5, 3, True), ("harness", 4, 2, False), ("axi", 2, 2, True)])
 def test_generated_verilog_lints(tmp_path, top, rows, cols, int4):
     p = cli("--rows", str(rows), "--cols", str(cols), "--int4" if int4 else "--no-int4", "--top", top,
             "-o", str(tmp_path))
@@ -67,3 +67,10 @@ def test_generated_verilog_lints(tmp_path, top, rows, cols, int4):
     kinds = set(re.findall(r"%Warning-(\w+)", out_all))
     assert rc_all != 0 and kinds and kinds <= set(rtlbuild.LINT_WAIVERS), kinds
     assert {"UNUSEDSIGNAL", "PROCASSINIT"} <= kinds
+    if top == "axi":    # the AMBA port names integration tools look for, and the C header beside the Verilog
+        text = (tmp_path / "axi.v").read_text()
+        for port in ("input m_axi_arready;", "output [31:0] m_axi_awaddr;", "output [15:0] m_axi_wstrb;",
+                     "input m_axi_rlast;", "input [11:0] s_axil_awaddr;", "output [31:0] s_axil_rdata;",
+                     "output irq;"):
+            assert port in text, port
+        assert (tmp_path / "cdmqta_regs.h").exists()
