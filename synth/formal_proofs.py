@@ -16,7 +16,7 @@
 import contextlib
 
 from amaranth.asserts import AnyConst, AnySeq  # their public home in Amaranth 0.5 (Assert & co. moved to hdl)
-from amaranth.hdl import Assert, Assume, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,9 +43,11 @@ class ReferenceMAC(wiring.Component):
     the operands of cycle t-1 give ``p = a*b`` (INT8) or ``a_lo*b_lo + a_hi*b_hi`` (INT4, signed nibbles), and in
     cycle t+1 ``sum = addend + p`` (mod 2**acc_width). All registers reset to 0 with the sync domain."""
 
-    def __init__(self, acc_width=32, int4=True, adders=1):
+    def __init__(self, acc_width=32, int4=True, adders=1, packed=False):
         self._acc_width, self._int4, self._adders = acc_width, int4, adders
-        ports = {"a": In(signed(8)), "b": In(signed(8)), "int4": In(1),
+        self._packed = packed and int4
+        width = 14 if self._packed else 8
+        ports = {"a": In(signed(width)), "b": In(signed(width)), "int4": In(1),
                  "addend": In(signed(acc_width)), "sum": Out(signed(acc_width))}
         for k in range(2, adders + 1):
             ports |= {f"addend{k}": In(signed(acc_width)), f"sum{k}": Out(signed(acc_width))}
@@ -56,7 +58,15 @@ class ReferenceMAC(wiring.Component):
         a, b = Signal(signed(8)), Signal(signed(8))
         mode = Signal()
         p = Signal(signed(16))
-        m.d.sync += [a.eq(self.a), b.eq(self.b), mode.eq(self.int4 if self._int4 else 0)]
+        a_in, b_in = self.a, self.b
+        if self._packed:
+            # ``packed`` operands (MAC's docstring): decode the 14-bit forms back to 8-bit lanes. INT4
+            # A' = a_hi * 2**9 + a_lo and B' = b_lo * 2**9 + b_hi (signed nibbles); INT8: the lane sign-extended.
+            a_lo, b_hi = self.a[0:4].as_signed(), self.b[0:4].as_signed()
+            a_hi, b_lo = ((self.a - a_lo) >> 9)[0:4], ((self.b - b_hi) >> 9)[0:4]
+            a_in = Mux(self.int4, Cat(a_lo[0:4], a_hi).as_signed(), self.a[0:8].as_signed())
+            b_in = Mux(self.int4, Cat(b_lo, b_hi[0:4]).as_signed(), self.b[0:8].as_signed())
+        m.d.sync += [a.eq(a_in), b.eq(b_in), mode.eq(self.int4 if self._int4 else 0)]
         dot4 = a[0:4].as_signed() * b[0:4].as_signed() + a[4:8].as_signed() * b[4:8].as_signed()
         m.d.sync += p.eq(Mux(mode, dot4, a * b))
         m.d.comb += self.sum.eq(self.addend + p)
@@ -70,19 +80,28 @@ class MACProof(Elaboratable):
     (``AnySeq`` every cycle; the reset is free too): every ``sum`` output equal in every cycle. ``mode`` 0 / 1
     assumes INT8 / INT4 operands throughout (splits the proof in two smaller ones), None leaves it free."""
 
-    def __init__(self, acc_width=32, int4=True, dsp=None, adders=3, mode=None):
+    def __init__(self, acc_width=32, int4=True, dsp=None, adders=3, mode=None, packed=False):
         self.acc_width, self.int4, self.dsp, self.adders, self.mode = acc_width, int4, dsp, adders, mode
+        self.packed = packed and int4
 
     def elaborate(self, platform):
         from cdmqta.hw.mac import MAC
 
         m = Module()
         W = self.acc_width
-        m.submodules.dut = dut = MAC(W, self.int4, self.dsp, adders=self.adders)
+        m.submodules.dut = dut = MAC(W, self.int4, self.dsp, adders=self.adders, packed=self.packed)
         m.submodules.ref = ref = ReferenceMAC(W, self.int4, adders=self.adders)
         a, b, mode = any_seq(m, signed(8), "a"), any_seq(m, signed(8), "b"), any_seq(m, 1, "int4")
-        for x in (dut, ref):
-            m.d.comb += [x.a.eq(a), x.b.eq(b), x.int4.eq(mode)]
+        m.d.comb += [ref.a.eq(a), ref.b.eq(b), ref.int4.eq(mode), dut.int4.eq(mode)]
+        if self.packed:
+            # The PE's operands: the lanes in the beat's form, built the way hw/pe.py builds them
+            from cdmqta.hw.mac import a_hi_field, b_hi_field, pack_a, pack_b
+
+            ha, hb = a_hi_field(a), b_hi_field(b)
+            m.d.comb += [dut.a.eq(Mux(mode, Cat(*pack_a(a, ha, True)), Cat(*pack_a(a, ha, False)))),
+                         dut.b.eq(Mux(mode, Cat(*pack_b(b, hb, True)), Cat(*pack_b(b, hb, False))))]
+        else:
+            m.d.comb += [dut.a.eq(a), dut.b.eq(b)]
         if self.mode is not None:
             m.d.comb += Assume(mode == self.mode)
         sums = [("", "sum")] + [(str(k), f"sum{k}") for k in range(2, self.adders + 1)]
@@ -103,8 +122,8 @@ def reference_macs():
 
     real = mac_module.MAC
 
-    def factory(acc_width=32, int4=True, dsp=None, adders=1):
-        return ReferenceMAC(acc_width, int4, adders)
+    def factory(acc_width=32, int4=True, dsp=None, adders=1, packed=False):
+        return ReferenceMAC(acc_width, int4, adders, packed=packed)
 
     mac_module.MAC = factory
     try:

@@ -28,9 +28,12 @@ TINY = QTAConfig(rows=2, cols=2, sp_rows=16, sp_banks=1, acc_rows=16, acc_banks=
 ONE_CMD_BOUND = 34
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["lanes", "packed"])
 @pytest.mark.parametrize("mode", [0, 1], ids=["int8", "int4"])
-def test_mac_equals_reference(tmp_path, mode):
-    r = prove(MACProof(mode=mode, adders=3), f"mac{mode}", tmp_path, 3)
+def test_mac_equals_reference(tmp_path, mode, packed):
+    """``packed``: the MAC as the PE drives it (operands in the beat's form, hw/mac.py pack_a / pack_b) against
+    the reference on the lanes; the array and controller proofs rest on it (their PEs use the packed reference)."""
+    r = prove(MACProof(mode=mode, adders=3, packed=packed), f"mac{mode}{'p' if packed else ''}", tmp_path, 3)
     assert r.passed, r.summary()
     assert r.induction and r.step == "induction"
 

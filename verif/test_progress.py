@@ -76,7 +76,8 @@ def _bench_csv(tmp_path):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_bench_shows_a_bar_of_the_gemms_it_models(tmp_path, monkeypatch, capsys, quiet):
-    """Two ranks x (1 fused + 3 unfused designs) x 2 rows: 16 rows modeled, shown on stderr (a terminal)."""
+    """Two ranks x (1 fused + 3 unfused designs + the 2 fused what-ifs) x 2 rows: 24 rows modeled, shown on stderr
+    (a terminal)."""
     err = _Terminal()
     monkeypatch.setattr(sys, "stderr", err)
     rc = cli_main(["bench", "--workload", _bench_csv(tmp_path), "--rows", "16", "--cols", "16", "--no-scalesim",
@@ -86,7 +87,7 @@ def test_bench_shows_a_bar_of_the_gemms_it_models(tmp_path, monkeypatch, capsys,
         assert err.getvalue() == ""
     else:
         last = _lines(err.getvalue())[-1]
-        assert last.startswith("modeling GEMMs (4 designs): 100%") and "16/16" in last, last
+        assert last.startswith("modeling GEMMs (6 designs): 100%") and "24/24" in last, last
 
 
 class _Counter(wiring.Component):
