@@ -1,4 +1,5 @@
-"""AXI4 master-side channel properties for formal proofs, and a small stand-in master they are proved on.
+"""AXI4 master-side channel properties for formal proofs, a small stand-in master, and the proof of the
+accelerator's own read master (:class:`ReadEngineProof`).
 
 :func:`axi_master_channel` adds to a module the assertions that the AXI4 spec (ARM IHI 0022, A3.2.1 and A3.4.1)
 puts on a master's side of one channel (AW, W, AR; with the handshake signals of any width):
@@ -11,7 +12,7 @@ puts on a master's side of one channel (AW, W, AR; with the handshake signals of
 The READY of the slave is the proof's free input (``AnySeq``), so a proof covers every slave. The reset (free or
 assumed low, as the proof chooses) restarts the checks: a cycle after reset makes no claim about the one before.
 
-:class:`BurstSplitter` is the stand-in master of the proofs until the accelerator's own AXI master lands: it turns
+:class:`BurstSplitter` is a small stand-in master on which the injected bugs are shown caught: it turns
 a request (byte address, number of beats) into INCR read bursts of at most ``max_len`` beats that stop at every
 4 KB boundary -- the job of a DMA engine's AR channel. ``bug`` injects the mistakes the properties must catch.
 """
