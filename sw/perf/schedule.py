@@ -34,6 +34,33 @@ def _ceil(a, b):
     return -(-a // b)
 
 
+def scratchpad_slots(config, a_count, b_count, a_tile, b_tile, split, acc_tile, order):
+    """The tiler's on-chip allocation of a GEMM (one definition, used by :mod:`cdmqta.sw.runtime.tiler` and by
+    the fast model): scratchpad A region [0, a_cap), B region [a_cap, sp_rows), fixed-size slots of the largest
+    tile (``a_count`` / ``b_count`` distinct tiles of at most ``a_tile`` / ``b_tile`` rows; ``split`` the share of
+    the scratchpad for A when not everything fits), and ``acc_tile``-row accumulator slots, of which the tiles of
+    a group of ``order`` hold :func:`group_size` at once. Returns ``(a_cap, a_slots, b_slots, acc_slots,
+    resident)`` or None where the GEMM does not fit."""
+    a_need, b_need = a_count * a_tile, b_count * b_tile
+    sp = config.sp_rows
+    if a_need + b_need <= sp:
+        a_cap = a_need
+    else:
+        a_cap = max(a_tile, min(sp - b_tile, int(sp * split)))
+        a_cap = min(a_cap, a_need)
+        if sp - a_cap < b_tile:
+            return None
+    resident = a_need + b_need <= sp
+    a_slots, b_slots = a_cap // a_tile, (sp - a_cap) // b_tile
+    b_slots = min(b_slots, b_count)
+    if a_slots < 1 or b_slots < 1:
+        return None
+    acc_slots = config.acc_rows // acc_tile
+    if acc_slots < group_size(order):
+        return None
+    return a_cap, a_slots, b_slots, acc_slots, resident
+
+
 def belady(seq, nslots):
     """Slots for a sequence of tile keys (None = no access): returns [(slot, needs_load)] per position.
 
@@ -170,23 +197,10 @@ def gemm_schedule(m, n, k, mapping, config, pack=1):
     b_tile = max(s[6] for s in steps)
     a_keys = {s[3] for s in steps}
     b_keys = {s[5] for s in steps}
-    a_need, b_need = len(a_keys) * a_tile, len(b_keys) * b_tile
-    sp = config.sp_rows
-    if a_need + b_need <= sp:
-        a_cap = a_need
-    else:
-        a_cap = max(a_tile, min(sp - b_tile, int(sp * split)))
-        a_cap = min(a_cap, a_need)
-        if sp - a_cap < b_tile:
-            return None
-    resident = a_need + b_need <= sp
-    a_slots, b_slots = a_cap // a_tile, (sp - a_cap) // b_tile
-    b_slots = min(b_slots, len(b_keys))
-    if a_slots < 1 or b_slots < 1:
+    slots = scratchpad_slots(config, len(a_keys), len(b_keys), a_tile, b_tile, split, acc_tile, order)
+    if slots is None:
         return None
-    acc_slots = config.acc_rows // acc_tile
-    if acc_slots < group_size(order):
-        return None
+    a_cap, a_slots, b_slots, acc_slots, resident = slots
     a_res = belady([s[3] for s in steps], a_slots)
     b_res = belady([s[5] for s in steps], b_slots)
     out = []

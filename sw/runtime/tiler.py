@@ -33,7 +33,7 @@ from cdmqta.errors import InputError
 from cdmqta.hw.isa import AMAX_SLOTS, MULT_BITS, SHIFT_MAX, Dataflow, Op, OutFormat, Precision, Rounding, encode, pack_k
 from cdmqta.sw.perf.program import program_cycles
 from cdmqta.sw.perf.schedule import belady as _belady
-from cdmqta.sw.perf.schedule import group_size, tile_groups
+from cdmqta.sw.perf.schedule import scratchpad_slots, tile_groups
 
 __all__ = [
     "Epilogue",
@@ -330,23 +330,10 @@ def build_plan(gemm, config, dataflow, order, chunk, sp_split, host_base=0, fenc
     b_tile = max(s["b"][1] for s in steps)
     a_keys = {s["a"][0] for s in steps}
     b_keys = {s["b"][0] for s in steps}
-    a_need, b_need = len(a_keys) * a_tile, len(b_keys) * b_tile
-    sp = config.sp_rows
-    if a_need + b_need <= sp:
-        a_cap = a_need
-    else:
-        a_cap = max(a_tile, min(sp - b_tile, int(sp * sp_split)))
-        a_cap = min(a_cap, a_need)
-        if sp - a_cap < b_tile:
-            return None
-    resident = a_need + b_need <= sp
-    a_slots, b_slots = a_cap // a_tile, (sp - a_cap) // b_tile
-    b_slots = min(b_slots, len(b_keys))
-    if a_slots < 1 or b_slots < 1:
+    slots = scratchpad_slots(config, len(a_keys), len(b_keys), a_tile, b_tile, sp_split, acc_tile, order)
+    if slots is None:
         return None
-    acc_slots = config.acc_rows // acc_tile
-    if acc_slots < group_size(order):      # the tiles of a group hold their accumulator slots at once
-        return None
+    a_cap, a_slots, b_slots, acc_slots, resident = slots
     a_res = _belady([s["a"][0] for s in steps], a_slots)
     b_res = _belady([s["b"][0] for s in steps], b_slots)
 
