@@ -46,6 +46,7 @@ from .execute import ExecuteUnit
 from .isa import OPCODE_BITS, Op, OutFormat
 from .memories import AccumulatorMemory, Scratchpad, read_port_signature
 from .regs import BUS_ERROR_READ, BUS_ERROR_WRITE, RegisterFile
+from .top import wire_core
 
 __all__ = ["AxiAccelerator", "AxiLoadUnit", "AxiStoreUnit"]
 
@@ -240,36 +241,7 @@ class AxiAccelerator(wiring.Component):
         connect_amba(m, self, "m_axi", st.bus)
 
         # -- the core, wired as in hw.top.Accelerator ------------------------------------------------------
-        connect(m, ctl.load, ld.cmd)
-        connect(m, ctl.store, st.cmd)
-        connect(m, st.acc_r, acc.r)
-        m.d.comb += [
-            ctl.load_done.eq(ld.done), ctl.load_busy.eq(ld.busy),
-            ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
-            ctl.pre_read_done.eq(exe.pre_read_done), ctl.comp_read_done.eq(exe.comp_read_done),
-            ctl.pre_read_seq.eq(exe.pre_read_seq), ctl.comp_read_seq.eq(exe.comp_read_seq),
-            ctl.comp_done.eq(exe.comp_done), ctl.exec_idle.eq(exe.idle),
-            ctl.beat_compute.eq(exe.beat_compute), ctl.beat_any.eq(exe.beat_any),
-        ]
-        connect(m, ctl.exec, exe.cmd)
-        m.d.comb += [
-            arr.a.eq(exe.arr_a), arr.b.eq(exe.arr_b), arr.d.eq(exe.arr_d), arr.ctrl.eq(exe.arr_ctrl),
-            exe.arr_ws_valid.eq(arr.ws_valid), exe.arr_ws_row.eq(arr.ws_row),
-            exe.arr_drain_valid.eq(arr.drain_valid), exe.arr_drain_row.eq(arr.drain_row),
-            exe.arr_busy.eq(arr.busy),
-            acc.ex_valid.eq(exe.acc_valid), acc.ex_addr.eq(exe.acc_addr), acc.ex_data.eq(exe.acc_data),
-            acc.ex_mask.eq(exe.acc_mask), acc.ex_accumulate.eq(exe.acc_accumulate),
-        ]
-        if S == 2:
-            m.d.comb += [acc.ex1_valid.eq(exe.acc1_valid), acc.ex1_addr.eq(exe.acc1_addr),
-                         acc.ex1_data.eq(exe.acc1_data)]
-        for p in range(2 + S):
-            connect(m, exe.sp_r[p], sp.r[p])
-        m.d.comb += [
-            sp.w_en.eq(ld.sp_w_en), sp.w_addr.eq(ld.sp_w_addr), sp.w_data.eq(ld.sp_w_data),
-            acc.ld_valid.eq(ld.acc_valid), ld.acc_ready.eq(acc.ld_ready), acc.ld_addr.eq(ld.acc_addr),
-            acc.ld_data.eq(ld.acc_data),
-        ]
+        wire_core(m, ctl, exe, arr, sp, acc, ld, st, S)
 
         # -- run control ---------------------------------------------------------------------------------
         running, done_flag, bus_err, soft = Signal(), Signal(), Signal(), Signal()

@@ -43,7 +43,7 @@ from .execute import ExecuteUnit
 from .isa import AMAX_SLOTS, CMD_BITS
 from .memories import AccumulatorMemory, Scratchpad
 
-__all__ = ["Accelerator", "SimTop", "control_members", "amax_layout", "COUNTERS", "PAST_END_WORD"]
+__all__ = ["Accelerator", "SimTop", "control_members", "amax_layout", "wire_core", "COUNTERS", "PAST_END_WORD"]
 
 #: What SimTop's command feeder delivers for a command index past its command memory: opcode 15, not an opcode
 #: (BAD_OPCODE), so a run longer than the memory stops at index ``cmd_words``.
@@ -74,6 +74,48 @@ def amax_layout(config):
 
 def _abits(n):
     return max(1, (n - 1).bit_length())
+
+
+def wire_core(m, ctl, exe, arr, sp, acc, ld, st, lanes):
+    """The core's internal wiring, shared by :class:`Accelerator` and :class:`cdmqta.hw.axi_top.AxiAccelerator`:
+    controller <-> load / store / execute units, execute unit <-> array, scratchpad and accumulator, the load
+    unit's writes into scratchpad and accumulator (``lanes``: the shift chain's, 1 or 2). The host side of the
+    load and store units is each top's own."""
+    # Controller <-> units.
+    connect(m, ctl.load, ld.cmd)
+    connect(m, ctl.store, st.cmd)
+    connect(m, st.acc_r, acc.r)
+    m.d.comb += [
+        ctl.load_done.eq(ld.done), ctl.load_busy.eq(ld.busy),
+        ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
+        ctl.pre_read_done.eq(exe.pre_read_done), ctl.comp_read_done.eq(exe.comp_read_done),
+        ctl.pre_read_seq.eq(exe.pre_read_seq), ctl.comp_read_seq.eq(exe.comp_read_seq),
+        ctl.comp_done.eq(exe.comp_done), ctl.exec_idle.eq(exe.idle),
+        ctl.beat_compute.eq(exe.beat_compute), ctl.beat_any.eq(exe.beat_any),
+    ]
+    connect(m, ctl.exec, exe.cmd)
+
+    # Execute unit <-> array, scratchpad, accumulator.
+    m.d.comb += [
+        arr.a.eq(exe.arr_a), arr.b.eq(exe.arr_b), arr.d.eq(exe.arr_d), arr.ctrl.eq(exe.arr_ctrl),
+        exe.arr_ws_valid.eq(arr.ws_valid), exe.arr_ws_row.eq(arr.ws_row),
+        exe.arr_drain_valid.eq(arr.drain_valid), exe.arr_drain_row.eq(arr.drain_row),
+        exe.arr_busy.eq(arr.busy),
+        acc.ex_valid.eq(exe.acc_valid), acc.ex_addr.eq(exe.acc_addr), acc.ex_data.eq(exe.acc_data),
+        acc.ex_mask.eq(exe.acc_mask), acc.ex_accumulate.eq(exe.acc_accumulate),
+    ]
+    if lanes == 2:
+        m.d.comb += [acc.ex1_valid.eq(exe.acc1_valid), acc.ex1_addr.eq(exe.acc1_addr),
+                     acc.ex1_data.eq(exe.acc1_data)]
+    for p in range(2 + lanes):
+        connect(m, exe.sp_r[p], sp.r[p])
+
+    # Load unit -> scratchpad, accumulator.
+    m.d.comb += [
+        sp.w_en.eq(ld.sp_w_en), sp.w_addr.eq(ld.sp_w_addr), sp.w_data.eq(ld.sp_w_data),
+        acc.ld_valid.eq(ld.acc_valid), ld.acc_ready.eq(acc.ld_ready), acc.ld_addr.eq(ld.acc_addr),
+        acc.ld_data.eq(ld.acc_data),
+    ]
 
 
 class Accelerator(wiring.Component):
@@ -117,41 +159,9 @@ class Accelerator(wiring.Component):
         connect(m, wiring.flipped(self.cmd), ctl.cmd)
         _connect_control(m, self, ctl)
 
-        # Controller <-> units.
-        connect(m, ctl.load, ld.cmd)
-        connect(m, ctl.store, st.cmd)
-        connect(m, st.acc_r, acc.r)
         m.d.comb += [st.amax_clear.eq(self.start), self.amax.eq(st.amax)]
+        wire_core(m, ctl, exe, arr, sp, acc, ld, st, S)
         m.d.comb += [
-            ctl.load_done.eq(ld.done), ctl.load_busy.eq(ld.busy),
-            ctl.store_read_done.eq(st.read_done), ctl.store_done.eq(st.done), ctl.store_busy.eq(st.busy),
-            ctl.pre_read_done.eq(exe.pre_read_done), ctl.comp_read_done.eq(exe.comp_read_done),
-            ctl.pre_read_seq.eq(exe.pre_read_seq), ctl.comp_read_seq.eq(exe.comp_read_seq),
-            ctl.comp_done.eq(exe.comp_done), ctl.exec_idle.eq(exe.idle),
-            ctl.beat_compute.eq(exe.beat_compute), ctl.beat_any.eq(exe.beat_any),
-        ]
-        connect(m, ctl.exec, exe.cmd)
-
-        # Execute unit <-> array, scratchpad, accumulator.
-        m.d.comb += [
-            arr.a.eq(exe.arr_a), arr.b.eq(exe.arr_b), arr.d.eq(exe.arr_d), arr.ctrl.eq(exe.arr_ctrl),
-            exe.arr_ws_valid.eq(arr.ws_valid), exe.arr_ws_row.eq(arr.ws_row),
-            exe.arr_drain_valid.eq(arr.drain_valid), exe.arr_drain_row.eq(arr.drain_row),
-            exe.arr_busy.eq(arr.busy),
-            acc.ex_valid.eq(exe.acc_valid), acc.ex_addr.eq(exe.acc_addr), acc.ex_data.eq(exe.acc_data),
-            acc.ex_mask.eq(exe.acc_mask), acc.ex_accumulate.eq(exe.acc_accumulate),
-        ]
-        if S == 2:
-            m.d.comb += [acc.ex1_valid.eq(exe.acc1_valid), acc.ex1_addr.eq(exe.acc1_addr),
-                         acc.ex1_data.eq(exe.acc1_data)]
-        for p in range(2 + S):
-            connect(m, exe.sp_r[p], sp.r[p])
-
-        # Load / store units <-> memories and the host port.
-        m.d.comb += [
-            sp.w_en.eq(ld.sp_w_en), sp.w_addr.eq(ld.sp_w_addr), sp.w_data.eq(ld.sp_w_data),
-            acc.ld_valid.eq(ld.acc_valid), ld.acc_ready.eq(acc.ld_ready), acc.ld_addr.eq(ld.acc_addr),
-            acc.ld_data.eq(ld.acc_data),
             self.host.rd_en.eq(ld.host.rd_en), self.host.rd_addr.eq(ld.host.rd_addr),
             ld.host.rd_data.eq(self.host.rd_data),
             self.host.wr_en.eq(st.host.wr_en), self.host.wr_addr.eq(st.host.wr_addr),
