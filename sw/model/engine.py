@@ -77,6 +77,15 @@ def check_segments(name, segments, n):
     return tuple(out)
 
 
+def _gemm_shape(name, a, b, precision):
+    """(m, n, k) of the GEMM ``a @ b`` after checking both operands (2-D, matching K, in ``precision``'s range)."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"{name}: cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
+    check_operand(f"{name}.a", a, precision)
+    check_operand(f"{name}.b", b, precision)
+    return a.shape[0], b.shape[1], a.shape[1]
+
+
 class Engine:
     """Base class: records every call in ``self.log``; subclasses implement ``_gemm`` and ``_requant``."""
 
@@ -91,12 +100,7 @@ class Engine:
         self.tensors = []
 
     def gemm(self, name, a, b, precision="int8"):
-        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"{name}: cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
-        check_operand(f"{name}.a", a, precision)
-        check_operand(f"{name}.b", b, precision)
-        m, k = a.shape
-        n = b.shape[1]
+        m, n, k = _gemm_shape(name, a, b, precision)
         self.log.append(GemmRecord("gemm", name, m, n, k, precision))
         out = self._gemm(name, a, b, precision)
         assert out.dtype == torch.int32 and tuple(out.shape) == (m, n), (name, out.dtype, out.shape)
@@ -115,12 +119,7 @@ class Engine:
         return out
 
     def gemm_q(self, name, a, b, precision, segments):
-        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"{name}: cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
-        check_operand(f"{name}.a", a, precision)
-        check_operand(f"{name}.b", b, precision)
-        m, k = a.shape
-        n = b.shape[1]
+        m, n, k = _gemm_shape(name, a, b, precision)
         segments = check_segments(name, segments, n)
         self.log.append(GemmRecord("gemm_q", name, m, n, k, precision, {"segments": segments}))
         q, amax = self._gemm_q(name, a, b, precision, segments)
